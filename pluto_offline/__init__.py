@@ -1,0 +1,1 @@
+"""pluto_offline: the Pluto SDK API, journaled locally; plutosync delivers it."""

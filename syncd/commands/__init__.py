@@ -1,0 +1,1 @@
+"""plutosync sub-commands, one module each."""
