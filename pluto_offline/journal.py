@@ -81,6 +81,7 @@ CREATE TABLE IF NOT EXISTS delivery (
     number     INTEGER,
     url        TEXT,
     acked_seq  INTEGER NOT NULL DEFAULT 0,
+    sent_seq   INTEGER NOT NULL DEFAULT 0,
     attempts   INTEGER NOT NULL DEFAULT 0,
     last_error TEXT,
     next_try   REAL,
@@ -524,6 +525,24 @@ def reject(j: Journal, event: Event, *, code: int | None, reason: str, ack_seq: 
                 "UPDATE delivery SET acked_seq = max(acked_seq, ?), updated_at = ? WHERE run = ?",
                 (event.seq, now_ms(), event.run),
             )
+
+
+def mark_sent(j: Journal, run: int, seq: int) -> None:
+    """Record, before sending, that a request carrying events up to ``seq`` is going out.
+
+    After a crash, ``sent_seq > acked_seq`` tells the daemon the server may already have the
+    request: a ``create`` answered ``resumed: true`` is then our own, not a conflict.
+    """
+    with j.transaction():
+        _ensure_delivery(j, run)
+        j.conn.execute(
+            "UPDATE delivery SET sent_seq = max(sent_seq, ?) WHERE run = ?", (seq, run)
+        )
+
+
+def sent_seq(j: Journal, run: int) -> int:
+    row = j.conn.execute("SELECT sent_seq FROM delivery WHERE run = ?", (run,)).fetchone()
+    return row[0] if row else 0
 
 
 def record_error(j: Journal, run: int, error: str, *, next_try: float | None = None,
