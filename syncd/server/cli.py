@@ -1,0 +1,109 @@
+"""``plutosync serve``: run the local Pluto-compatible server.
+
+    plutosync serve --port 3001 --data ./server-data
+    plutosync serve --api-key "$KEY" --fault 503,path=/ingest/metrics,count=3
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import signal
+import sys
+import threading
+from typing import Any
+
+from syncd.server.app import App
+from syncd.server.db import Database
+from syncd.server.faults import FaultTable, parse_spec
+from syncd.server.http import PlutoHTTPServer
+
+DEFAULT_DATA = os.path.join("~", ".plutosync", "server")
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "serve",
+        help="run a local Pluto-compatible server (api, ingest and py on one origin)",
+        description=(
+            "Serve the Pluto HTTP contract from one SQLite file. Point clients at it with "
+            "PLUTO_URL_API, PLUTO_URL_INGEST and PLUTO_URL_PY all set to the printed URL."
+        ),
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback)")
+    parser.add_argument("--port", type=int, default=3001, help="port (0: any free port)")
+    parser.add_argument("--data", default=DEFAULT_DATA, help=f"data directory (default {DEFAULT_DATA})")
+    parser.add_argument(
+        "--api-key", default=os.environ.get("PLUTOSYNC_SERVER_API_KEY"),
+        help="accept this API key (added to the store; env PLUTOSYNC_SERVER_API_KEY)",
+    )
+    parser.add_argument(
+        "--fault", action="append", default=[], metavar="SPEC",
+        help="inject a fault, e.g. 503,path=/ingest/metrics,count=3 (repeatable; see docs/server.md)",
+    )
+    parser.add_argument("--reaper-heartbeat-timeout", type=float, default=150.0, metavar="S",
+                        help="mark RUNNING runs FAILED after S seconds without heartbeat (150)")
+    parser.add_argument("--reaper-initial-timeout", type=float, default=1800.0, metavar="S",
+                        help="... or S seconds if the run never sent a heartbeat (1800)")
+    parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
+    parser.set_defaults(func=serve)
+
+
+def _ensure_key(db: Database, api_key: str | None) -> str | None:
+    """Store the given key, or create one on first start; returns a key to show, if new."""
+    if api_key:
+        db.add_key(api_key)
+        return None
+    if db.has_keys():
+        return None
+    fresh = "plt_" + secrets.token_urlsafe(24)
+    db.add_key(fresh)
+    return fresh
+
+
+def serve(args: argparse.Namespace) -> int:
+    try:
+        rules = [parse_spec(spec) for spec in args.fault]
+    except ValueError as exc:
+        print(f"plutosync serve: bad --fault: {exc}", file=sys.stderr)
+        return 2
+    db = Database(os.path.expanduser(args.data))
+    fresh_key = _ensure_key(db, args.api_key)
+    reaper = (args.reaper_heartbeat_timeout, args.reaper_initial_timeout)
+    app = App(db, "", FaultTable(rules), reaper)
+    try:
+        server = PlutoHTTPServer((args.host, args.port), app, verbose=args.verbose)
+    except OSError as exc:
+        print(f"plutosync serve: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    host, port = server.server_address[:2]
+    url = f"http://{'[' + host + ']' if ':' in str(host) else host}:{port}"
+    app.runs.base_url = url
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
+    threading.Thread(target=_reap_loop, args=(app, stop), name="reaper", daemon=True).start()
+
+    print(f"plutosync serve: listening on {url} (data: {db.path})")
+    print(f"  PLUTO_URL_API={url} PLUTO_URL_INGEST={url} PLUTO_URL_PY={url}")
+    if fresh_key:
+        print(f"  new API key (shown once): {fresh_key}")
+    sys.stdout.flush()
+    stop.wait()
+    server.shutdown()
+    server.server_close()
+    db.close()
+    return 0
+
+
+def _reap_loop(app: App, stop: threading.Event) -> None:
+    heartbeat_timeout, initial_timeout = app.reaper
+    interval = max(0.1, min(5.0, heartbeat_timeout / 4, initial_timeout / 4))
+    while not stop.wait(interval):
+        try:
+            app.runs.reap(heartbeat_timeout, initial_timeout)
+        except Exception as exc:  # keep reaping; a locked db clears up
+            print(f"plutosync serve: reaper: {exc}", file=sys.stderr)
