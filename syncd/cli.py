@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "syncd.commands.push",
     "syncd.commands.status",
     "syncd.commands.export",
+    "syncd.commands.prune",
     "syncd.server.cli",
 ]
 

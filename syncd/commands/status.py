@@ -1,0 +1,148 @@
+"""``plutosync status``: what each run did locally and how much of it reached the server."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sqlite3
+import sys
+from pathlib import Path
+
+from pluto_offline import journal
+from syncd import runstate
+from syncd.commands._common import (
+    EXIT_CHECK,
+    EXIT_OK,
+    add_command,
+    explain,
+    fail,
+    journal_file,
+    open_existing,
+)
+
+DESCRIPTION = """\
+Show every run in one or more journals: its local state, and how many of its events are
+pending (not yet acknowledged by the server), delivered, or rejected for good.
+
+A run is "synced" only when nothing is pending and nothing was rejected. Rejected events are
+listed with the server's reason under the table; they are never dropped silently.
+
+Local states: running (a writer process is alive), finished (COMPLETED), failed, terminated
+(SIGTERM/SIGINT), cancelled, closed (close(): the job detached without ending the run),
+killed (the writer died without ending the run: SIGKILL, OOM, node loss), unknown.
+
+The journal is opened read-only: status is safe on a journal that jobs and a daemon are
+writing, and on a copy on read-only media."""
+
+EPILOG = """\
+examples:
+  plutosync status                          # the journal in $PLUTO_DIR (or the default)
+  plutosync status --dir /scratch/pluto --dir /scratch/old.db
+  plutosync status --json | jq '.[] | select(.synced | not)'
+  plutosync status --check && echo "all delivered"   # exit 1 while anything is unsynced
+
+exit codes: 0 shown (also with pending events unless --check), 1 --check found pending or
+rejected events, 2 a journal could not be read."""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = add_command(
+        subparsers, "status", description=DESCRIPTION, epilog=EPILOG, several_dirs=True,
+        help="show runs and their delivery state (pending / delivered / rejected)",
+    )
+    p.add_argument("--json", action="store_true",
+                   help="print a JSON list of runs (stable keys, see docs/cli.md) instead of a table")
+    p.add_argument("--check", action="store_true",
+                   help="exit 1 when any run has pending or rejected events (for scripts)")
+    p.set_defaults(func=run)
+
+
+def collect(dirs: list[str | None]) -> list[runstate.RunStatus]:
+    """Status rows of every run in the given journals; raises JournalError on the first bad one."""
+    rows: list[runstate.RunStatus] = []
+    for d in dirs:
+        file = journal_file(d)
+        with open_existing(d, readonly=True) as j:
+            try:
+                rows.extend(runstate.journal_status(j))
+            except sqlite3.DatabaseError as exc:
+                raise explain(exc, file) from exc
+    return rows
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        rows = collect(args.dir or [None])
+    except journal.JournalError as exc:
+        return fail("status", str(exc))
+    if args.json:
+        json.dump([r.to_json() for r in rows], sys.stdout, indent=2)
+        print()
+    else:
+        _print_table(rows, [journal_file(d) for d in args.dir or [None]])
+    counts = runstate.summary(rows)
+    if args.check and counts["synced"] < counts["runs"]:
+        return EXIT_CHECK
+    return EXIT_OK
+
+
+def _when(epoch: float | None) -> str:
+    if not epoch:
+        return ""
+    return dt.datetime.fromtimestamp(epoch).strftime("%H:%M:%S")
+
+
+def _print_table(rows: list[runstate.RunStatus], files: list[Path]) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    # piped into a file or a log: no terminal width to respect, so don't fold cells at 80
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+    if not rows:
+        where = ", ".join(runstate.journal_label(f) for f in files)
+        console.print(f"no runs in {where}")
+        return
+    several = len(files) > 1
+    table = Table(show_edge=False, pad_edge=False, header_style="bold")
+    if several:
+        table.add_column("journal", overflow="fold")
+    for col in ("project/name", "run id", "server", "state"):
+        table.add_column(col, overflow="fold")
+    for col in ("pending", "delivered", "rejected"):
+        table.add_column(col, justify="right")
+    table.add_column("synced")
+    state_style = {"running": "cyan", "finished": "green", "killed": "red", "failed": "red"}
+    notes: list[str] = []
+    for r in rows:
+        who = f"{escape(r.project)}/{escape(r.name or r.run_id)}"
+        cells = [who, escape(r.run_id), r.display_id or "-",
+                 f"[{state_style.get(r.state, 'default')}]{r.state}[/]",
+                 str(r.pending), str(r.delivered),
+                 f"[red]{r.rejected}[/]" if r.rejected else "0",
+                 "[green]yes[/]" if r.synced else "[yellow]no[/]"]
+        if several:
+            cells.insert(0, escape(runstate.journal_label(Path(r.journal))))
+        table.add_row(*cells)
+        if r.conflict:
+            notes.append(f"[red]conflict[/] {who}: {escape(r.conflict)}")
+        if r.last_error:
+            retry = f" (attempt {r.attempts}, next try {_when(r.next_try)})" if r.next_try else ""
+            notes.append(f"[yellow]error[/] {who}: {escape(r.last_error)}{retry}")
+        for rej in r.rejections:
+            code = f" {rej['code']}" if rej["code"] is not None else ""
+            notes.append(f"[red]rejected[/] {who} event {rej['seq']} ({rej['kind']}):{code} "
+                         f"{escape(rej['reason'])}")
+    console.print(table)
+    for note in notes:
+        console.print(note)
+    c = runstate.summary(rows)
+    parts = [f"{c['runs']} run{'s' * (c['runs'] != 1)}", f"{c['synced']} synced"]
+    if c["pending"]:
+        parts.append(f"{c['pending']} with pending events")
+    if c["rejected"]:
+        parts.append(f"{c['rejected']} with rejected events")
+    if c["running"]:
+        parts.append(f"{c['running']} running")
+    console.print(", ".join(parts))

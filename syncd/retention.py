@@ -1,0 +1,90 @@
+"""Retention: delete acknowledged events once they are old, so a journal does not grow forever.
+
+The rules, which every caller gets (``plutosync prune`` and the daemon's periodic pass):
+
+- only events the server has acknowledged (``seq <= acked_seq``) and older than the age;
+- never an unacknowledged event: it has not reached the server yet;
+- nothing of a run that has a live writer: the job may still resume or read it;
+- never a rejected event (its payload stays for inspection beside the server's reason);
+- never a run's newest ``metrics``/``data`` event: a later local resume continues its step
+  counter from it.
+
+Deletion runs in small transactions so the jobs writing the journal wait at most a moment for
+SQLite's write lock. Freed pages are reused by new events; the file does not shrink.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+from pluto_offline import journal
+from syncd.runstate import live_run_keys
+
+DEFAULT_AGE = "7d"
+ENV_AGE = "PLUTOSYNC_RETENTION"
+BATCH = 5_000
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+# Rows that may go. :cutoff is epoch ms; live run keys are appended as a NOT IN list.
+_PRUNABLE = """
+FROM events WHERE time < ?
+  AND seq <= coalesce((SELECT acked_seq FROM delivery d WHERE d.run = events.run), 0)
+  AND seq NOT IN (SELECT seq FROM rejected)
+  AND seq NOT IN (SELECT max(seq) FROM events WHERE kind IN ('metrics', 'data') GROUP BY run)
+  AND run NOT IN ({live})
+"""
+
+
+@dataclass
+class PruneResult:
+    events: int  # deleted, or that would be with dry_run
+    runs: int  # runs that lost (or would lose) events
+    live_runs_skipped: int
+    dry_run: bool
+
+
+def parse_duration(text: str) -> float:
+    """``"7d"`` → seconds. Units: s, m, h, d, w; ``"0"`` is allowed (no unit needed)."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", text or "")
+    if not m or (not m.group(2) and float(m.group(1)) != 0):
+        raise ValueError(
+            f"cannot read the duration {text!r}: write a number and a unit, "
+            "s (seconds), m (minutes), h (hours), d (days) or w (weeks), e.g. 7d or 12h"
+        )
+    return float(m.group(1)) * _UNITS.get(m.group(2) or "s", 1)
+
+
+def default_age_s() -> float:
+    """The retention age from ``PLUTOSYNC_RETENTION`` (e.g. ``14d``), else 7 days.
+
+    Raises ValueError with a clear message when the variable cannot be read.
+    """
+    text = os.environ.get(ENV_AGE) or DEFAULT_AGE
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise ValueError(f"{ENV_AGE}: {exc}") from None
+
+
+def prune_acked(j: journal.Journal, older_than_s: float, *, dry_run: bool = False) -> PruneResult:
+    """Apply the retention rules above to an open, writable journal (read-only for dry_run)."""
+    live = sorted(live_run_keys(j))
+    # run keys are >= 1, so -1 stands for "no live run" (NOT IN (NULL) would match nothing)
+    where = _PRUNABLE.format(live=",".join("?" * len(live)) or "-1")
+    args = (journal.now_ms() - int(older_than_s * 1000), *live)
+    runs = j.conn.execute(f"SELECT count(DISTINCT run) {where}", args).fetchone()[0]
+    if dry_run:
+        total = j.conn.execute(f"SELECT count(*) {where}", args).fetchone()[0]
+        return PruneResult(total, runs, len(live), True)
+    total = 0
+    while True:
+        with j.transaction():
+            n = j.conn.execute(
+                f"DELETE FROM events WHERE seq IN (SELECT seq {where} LIMIT {BATCH})", args
+            ).rowcount
+        total += n
+        if n < BATCH:
+            break
+    return PruneResult(total, runs, len(live), False)

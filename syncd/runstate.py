@@ -1,0 +1,161 @@
+"""What ``plutosync status`` reports: each run's local state and its delivery, from the journal.
+
+Read-only: nothing here writes the journal, so it works on a copy on read-only media and on a
+journal that jobs and a daemon are writing right now.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pluto_offline import journal
+
+# Writer ends and journaled statuses -> the state shown to people.
+_STATE_OF = {
+    "COMPLETED": "finished",
+    "FAILED": "failed",
+    "TERMINATED": "terminated",
+    "CANCELLED": "cancelled",
+    "closed": "closed",
+    "killed": "killed",
+}
+STATES = ("running", "finished", "failed", "terminated", "cancelled", "closed", "killed", "unknown")
+
+
+@dataclass
+class RunStatus:
+    """One run's row in ``plutosync status --json`` (keys documented in docs/cli.md)."""
+
+    journal: str
+    project: str
+    name: str | None
+    run_id: str
+    ref_kind: str
+    state: str
+    live_writers: int
+    display_id: str | None
+    server_id: int | None
+    url: str | None
+    events: int
+    pending: int
+    delivered: int
+    rejected: int
+    synced: bool
+    attempts: int
+    last_error: str | None
+    next_try: float | None
+    conflict: str | None
+    rejections: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def local_state(writers: list[dict], live_ids: set[str], last_lifecycle: str | None) -> str:
+    """The run's state on this machine.
+
+    Any live writer → running. Otherwise the writers that ended the run (a terminal status, or
+    killed: dead without an end) outrank those that only ``close()``d (an eval job attached to
+    the run); among them the most recently opened wins, so a run killed and then resumed to
+    completion reads ``finished``. With no writer rows, the last journaled status/close decides.
+    """
+    if any(w["id"] in live_ids for w in writers):
+        return "running"
+    enders = [w for w in writers if w["ended_how"] != "closed"]
+    if enders:
+        last = max(enders, key=lambda w: (w["opened_at"], w["ended_at"] or 0))
+        if last["ended_at"] is None:
+            return "killed"  # dead (no spill lock) and never ended: SIGKILL, OOM, node loss
+        return _STATE_OF.get(last["ended_how"] or "", "unknown")
+    if writers:
+        return "closed"
+    return _STATE_OF.get(last_lifecycle or "", "unknown")
+
+
+def _last_lifecycle(j: journal.Journal) -> dict[int, str]:
+    """Per run key, the last journaled ``status`` (its status value) or ``close``."""
+    out: dict[int, str] = {}
+    rows = j.conn.execute(
+        "SELECT run, kind, payload FROM events WHERE seq IN "
+        "(SELECT max(seq) FROM events WHERE kind IN ('status', 'close') GROUP BY run)"
+    )
+    for run, kind, payload in rows:
+        if kind == "close":
+            out[run] = "closed"
+            continue
+        try:
+            data = json.loads(payload) if payload else None
+        except ValueError:
+            data = None
+        status = data.get("status") if isinstance(data, dict) else data
+        out[run] = status if isinstance(status, str) else ""
+    return out
+
+
+def journal_status(j: journal.Journal) -> list[RunStatus]:
+    """One :class:`RunStatus` per run in the journal, in creation order."""
+    counts = journal.event_counts(j)
+    live_ids = journal.live_writer_ids(j)
+    by_run: dict[int, list[dict]] = {}
+    for w in journal.writers(j):
+        by_run.setdefault(w["run"], []).append(w)
+    lifecycle = _last_lifecycle(j)
+    rejections: dict[int, list[dict]] = {}
+    for r in journal.rejected_events(j):
+        rejections.setdefault(r["run"], []).append(
+            {"seq": r["seq"], "kind": r["kind"], "code": r["code"], "reason": r["reason"]}
+        )
+    out = []
+    for run in journal.all_runs(j):
+        c = counts.get(run.key, {"total": 0, "pending": 0, "rejected": 0})
+        writers = by_run.get(run.key, [])
+        out.append(RunStatus(
+            journal=str(j.path),
+            project=run.project,
+            name=run.name,
+            run_id=run.run_id,
+            ref_kind=run.ref_kind,
+            state=local_state(writers, live_ids, lifecycle.get(run.key)),
+            live_writers=sum(w["id"] in live_ids for w in writers),
+            display_id=run.display_id,
+            server_id=run.server_id,
+            url=run.url,
+            events=c["total"],
+            pending=c["pending"],
+            # acked events minus the rejected ones (rejected events are acked to move past them)
+            delivered=max(0, c["total"] - c["pending"] - c["rejected"]),
+            rejected=c["rejected"],
+            synced=c["pending"] == 0 and c["rejected"] == 0,
+            attempts=run.attempts,
+            last_error=run.last_error,
+            next_try=run.next_try,
+            conflict=run.conflict,
+            rejections=rejections.get(run.key, []),
+        ))
+    return out
+
+
+def live_run_keys(j: journal.Journal) -> set[int]:
+    """Keys of runs that have at least one writer process alive right now."""
+    live = journal.live_writer_ids(j)
+    if not live:
+        return set()
+    return {w["run"] for w in journal.writers(j) if w["id"] in live}
+
+
+def summary(rows: list[RunStatus]) -> dict[str, int]:
+    """Counts for the line under the table (and for ``--check``)."""
+    return {
+        "runs": len(rows),
+        "synced": sum(r.synced for r in rows),
+        "pending": sum(r.pending > 0 for r in rows),
+        "rejected": sum(r.rejected > 0 for r in rows),
+        "running": sum(r.state == "running" for r in rows),
+    }
+
+
+def journal_label(path: Path) -> str:
+    return str(path.parent if path.name == journal.JOURNAL_FILE else path)
