@@ -487,6 +487,21 @@ def pending_events(j: Journal, run: int, *, after: int, limit: int = 1000) -> li
     return [Event(*r) for r in rows]
 
 
+def last_event(j: Journal, run: int, kinds: Iterable[str], *, before: int) -> Event | None:
+    """The run's latest event of one of ``kinds`` with ``seq < before``, or None.
+
+    The daemon uses it to tell a FAILED set by the server's reaper from one the journal sent.
+    """
+    kinds = list(kinds)
+    marks = ",".join("?" * len(kinds))
+    row = j.conn.execute(
+        f"SELECT seq, run, kind, time, step, payload FROM events WHERE run = ? AND seq < ? "
+        f"AND kind IN ({marks}) ORDER BY seq DESC LIMIT 1",
+        (run, before, *kinds),
+    ).fetchone()
+    return Event(*row) if row else None
+
+
 def _ensure_delivery(j: Journal, run: int) -> None:
     j.conn.execute("INSERT OR IGNORE INTO delivery (run) VALUES (?)", (run,))
 

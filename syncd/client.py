@@ -1,0 +1,227 @@
+"""``PlutoClient``: one method per server endpoint the daemon uses (see pluto-api.md).
+
+It owns a keep-alive ``requests.Session``, the auth header, timeouts and content types, and turns
+every failure into one of four typed errors, so callers decide what to do by type:
+
+- :class:`TransientError`: connection errors, timeouts, 5xx, 408, 429 (try again later);
+- :class:`AuthError`: 401/403, or an ingest 422 about the key (fix the key; keep everything);
+- :class:`RejectedError`: any other 4xx (this request will never succeed as is).
+
+The client itself never retries or sleeps: the replayer schedules retries per run with the
+policies in :mod:`syncd.retry`. The key never appears in an error message or a log line.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import re
+import time
+from typing import Any
+
+import requests
+
+from syncd import __version__
+from syncd.settings import Settings
+
+USER_AGENT = f"plutosync/{__version__}"
+# An ingest 422 names a bad line; one whose reason is about the credentials is an auth error.
+_KEY_REASON = re.compile(r"api[ _-]?key|unauthori[sz]ed|authenticat|bearer|token|credential", re.I)
+
+
+class ClientError(Exception):
+    """A request failed; ``code`` is the HTTP status or None for a network failure."""
+
+    def __init__(self, code: int | None, reason: str) -> None:
+        super().__init__(f"{code}: {reason}" if code else reason)
+        self.code = code
+        self.reason = reason
+
+    def describe(self) -> str:
+        return f"HTTP {self.code}: {self.reason}" if self.code else self.reason
+
+
+class TransientError(ClientError):
+    """Worth retrying: the server is unreachable, overloaded or rate limiting."""
+
+    def __init__(self, code: int | None, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(code, reason)
+        self.retry_after = retry_after
+
+
+class AuthError(ClientError):
+    """The server refused the API key: wrong, revoked, or for another server."""
+
+    def describe(self) -> str:
+        return (
+            f"the server refused the API key (HTTP {self.code}: {self.reason}): set a valid "
+            "PLUTO_API_KEY for this server and restart plutosync; nothing is dropped meanwhile"
+        )
+
+
+class RejectedError(ClientError):
+    """The server refused this request for good (a 4xx other than auth)."""
+
+
+class PlutoClient:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.session = requests.Session()
+        self.session.verify = settings.verify_tls
+        self.session.headers.update({
+            "Authorization": f"Bearer {settings.api_key}",
+            "User-Agent": USER_AGENT,
+        })
+        # (connect, read): a big NDJSON batch may take the server a while to store.
+        self.timeout = (min(10.0, settings.timeout), settings.timeout)
+
+    def close(self) -> None:
+        self.session.close()
+
+    # ------------------------------------------------------------------ api service
+    def create_run(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self._api("POST", "/api/runs/create", body)
+
+    def resume_run(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self._api("POST", "/api/runs/resume", body)
+
+    def update_status(
+        self, run_id: int, status: str, *, metadata: str | None = None,
+        at_ms: int | None = None,
+    ) -> None:
+        body: dict[str, Any] = {"runId": run_id, "status": status}
+        if metadata is not None:
+            body["statusMetadata"] = metadata
+        if at_ms is not None:
+            body["statusUpdated"] = at_ms
+        self._api("POST", "/api/runs/status/update", body)
+
+    def update_config(self, run_id: int, config_text: str) -> None:
+        self._api("POST", "/api/runs/config/update", {"runId": run_id, "config": config_text})
+
+    def update_tags(self, run_id: int, tags: list[str]) -> None:
+        self._api("POST", "/api/runs/tags/update", {"runId": run_id, "tags": tags})
+
+    def add_log_names(self, run_id: int, names: list[str], log_type: str) -> None:
+        self._api("POST", "/api/runs/logName/add",
+                  {"runId": run_id, "logName": names, "logType": log_type})
+
+    def run_details(self, run_id: int) -> dict[str, Any]:
+        return self._api("GET", f"/api/runs/details/{run_id}")
+
+    def run_by_display_id(self, display_id: str, project: str) -> dict[str, Any]:
+        return self._api("GET", f"/api/runs/details/by-display-id/{display_id}",
+                         params={"projectName": project})
+
+    # ------------------------------------------------------------------ ingest service
+    def ingest_metrics(self, run_id: int, project: str, ndjson: bytes) -> None:
+        self._ingest("/ingest/metrics", run_id, project, ndjson)
+
+    def ingest_data(self, run_id: int, project: str, ndjson: bytes) -> None:
+        self._ingest("/ingest/data", run_id, project, ndjson)
+
+    # ------------------------------------------------------------------ py service
+    def heartbeat(self, run_id: int) -> dict[str, Any]:
+        """The liveness ping; the answer may say ``{"status": "CANCELLED"}``."""
+        resp = self._send("POST", self.settings.py_url + "/api/runs/trigger", "py",
+                          json_body={"runId": run_id})
+        return _json(resp)
+
+    # ------------------------------------------------------------------ plumbing
+    def _api(self, method: str, path: str, body: dict[str, Any] | None = None,
+             params: dict[str, str] | None = None) -> dict[str, Any]:
+        resp = self._send(method, self.settings.api_url + path, "api",
+                          json_body=body, params=params)
+        return _json(resp)
+
+    def _ingest(self, path: str, run_id: int, project: str, ndjson: bytes) -> None:
+        headers = {
+            "Content-Type": "application/x-ndjson",
+            "X-Run-Id": str(run_id),
+            "X-Project-Name": project,
+        }
+        self._send("POST", self.settings.ingest_url + path, "ingest", data=ndjson, headers=headers)
+
+    def _send(self, method: str, url: str, service: str, *, json_body: Any = None,
+              data: bytes | None = None, headers: dict[str, str] | None = None,
+              params: dict[str, str] | None = None) -> requests.Response:
+        if json_body is not None:
+            # The api service reads a body only with this content type (pluto-api.md).
+            data = json.dumps(json_body).encode()
+            headers = {"Content-Type": "application/json", **(headers or {})}
+        try:
+            resp = self.session.request(method, url, data=data, headers=headers, params=params,
+                                        timeout=self.timeout)
+        except requests.Timeout:
+            raise TransientError(None, f"{_where(url)} timed out") from None
+        except requests.RequestException as exc:
+            raise TransientError(None, f"cannot reach {_where(url)} ({_short(exc)})") from None
+        if resp.status_code < 300:
+            return resp
+        raise self._error(resp, service)
+
+    def _error(self, resp: requests.Response, service: str) -> ClientError:
+        code = resp.status_code
+        reason = self._scrub(_reason(resp))
+        if code in (401, 403) or (service == "ingest" and code == 422 and _KEY_REASON.search(reason)):
+            return AuthError(code, reason)
+        if code >= 500 or code in (408, 429):
+            return TransientError(code, reason, retry_after=_retry_after(resp))
+        return RejectedError(code, reason)
+
+    def _scrub(self, text: str) -> str:
+        return text.replace(self.settings.api_key, "***") if self.settings.api_key else text
+
+
+def _json(resp: requests.Response) -> dict[str, Any]:
+    try:
+        value = resp.json()
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {"value": value}
+
+
+def _reason(resp: requests.Response) -> str:
+    """The server's reason: ``{"error": str}``, a validator's error object, or the text."""
+    try:
+        body = resp.json()
+    except ValueError:
+        return (resp.text or resp.reason or "").strip()[:300]
+    if isinstance(body, dict):
+        err = body.get("error", body.get("message"))
+        if isinstance(err, dict):
+            err = err.get("message") or json.dumps(err)[:300]
+        if err:
+            return str(err)[:300]
+    return json.dumps(body)[:300]
+
+
+def _retry_after(resp: requests.Response) -> float | None:
+    value = resp.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when - time.time())
+
+
+def _where(url: str) -> str:
+    return url.split("?", 1)[0]
+
+
+def _short(exc: BaseException) -> str:
+    """The innermost cause of a requests error, without the urllib3 noise."""
+    text = str(exc)
+    for marker in ("Connection refused", "Connection reset", "Connection aborted",
+                   "Name or service not known", "Temporary failure in name resolution",
+                   "Remote end closed connection", "RemoteDisconnected", "SSLError",
+                   "CERTIFICATE_VERIFY_FAILED", "Network is unreachable"):
+        if marker in text:
+            return marker
+    return type(exc).__name__

@@ -1,0 +1,79 @@
+"""``plutosync run``: the long-lived delivery service for one journal."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from pluto_offline import journal
+from syncd import settings as settings_mod
+from syncd.daemon import HEARTBEAT_S, POLL_S, Daemon, Options
+from syncd.lock import LockHeldError
+
+DESCRIPTION = """\
+Deliver a journal to the Pluto server, continuously: runs are created as soon as the server can
+be reached, metrics follow within a second of log(), heartbeats are sent for live jobs, and
+failures are retried with backoff (nothing is dropped; refused events are recorded and shown by
+`plutosync status`). Stop it with SIGTERM or Ctrl-C: the request in flight is finished and
+acknowledged first. Only one plutosync may deliver a journal at a time.
+
+The API key is read from PLUTO_API_KEY; server URLs from PLUTO_URL_API, PLUTO_URL_INGEST and
+PLUTO_URL_PY (or --server).
+
+exit codes: 0 stopped or done, 1 --once left something undelivered, 2 could not start."""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "run", help="deliver a journal continuously (the service)", description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--dir", metavar="D", default=None,
+                   help="journal directory or .db file (default: PLUTO_DIR, else "
+                        f"{journal.default_dir()})")
+    settings_mod.add_arguments(p)
+    p.add_argument("--exit-when-idle", action="store_true",
+                   help="exit once nothing is left to deliver and no job is writing the journal "
+                        "(used when jobs start the daemon themselves)")
+    p.add_argument("--once", action="store_true",
+                   help="deliver what is pending now, then exit (1 if anything is left)")
+    p.add_argument("--timeout", type=float, metavar="SECONDS", default=None,
+                   help="with --once: stop retrying transient errors after this long "
+                        "(default: keep retrying)")
+    p.add_argument("--poll", type=float, metavar="SECONDS", default=POLL_S,
+                   help=f"check the journal at least this often (default {POLL_S}; file "
+                        "notifications make it sooner on local disks)")
+    p.add_argument("--heartbeat", type=float, metavar="SECONDS", default=HEARTBEAT_S,
+                   help=argparse.SUPPRESS)
+    p.add_argument("-q", "--quiet", action="store_true", help="log only warnings and errors")
+    p.set_defaults(func=main)
+
+
+def setup_logging(quiet: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.WARNING if quiet else logging.INFO,
+        format="%(asctime)s plutosync[%(process)d] %(levelname)s %(message)s",
+        datefmt="%Y-%m-%d %H:%M:%S", stream=sys.stderr,
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    setup_logging(args.quiet)
+    try:
+        settings = settings_mod.from_args(args)
+    except settings_mod.SettingsError as exc:
+        print(f"plutosync run: {exc}", file=sys.stderr)
+        return 2
+    options = Options(exit_when_idle=args.exit_when_idle, once=args.once, timeout=args.timeout,
+                      poll=args.poll, heartbeat=args.heartbeat)
+    daemon = Daemon(args.dir, settings, options)
+    daemon.install_signal_handlers()
+    try:
+        return daemon.run()
+    except LockHeldError as exc:
+        print(f"plutosync run: {exc}", file=sys.stderr)
+        return 2
+    except journal.JournalError as exc:
+        print(f"plutosync run: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,132 @@
+"""The ``plutosync run`` service loop: lock, watch, replay, heartbeat, stop cleanly.
+
+SIGTERM / SIGINT set a stop flag: the request in flight finishes and is acknowledged, then the
+loop ends and the process exits 0. A second signal exits at once (acks are transactional, so
+even that loses nothing; at most one batch is sent again by the next daemon).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass
+
+from pluto_offline import journal
+from syncd.client import PlutoClient
+from syncd.heartbeat import HEARTBEAT_S, Heartbeat, live_runs
+from syncd.lock import JournalLock
+from syncd.replayer import Replayer, drain
+from syncd.settings import Settings
+from syncd.watch import Watcher
+
+log = logging.getLogger("plutosync")
+
+POLL_S = 0.5
+RECOVER_EVERY_S = 2.0
+IDLE_GRACE_S = 2.0  # --exit-when-idle: idle this long (a job may be starting up)
+
+
+@dataclass
+class Options:
+    exit_when_idle: bool = False
+    once: bool = False
+    timeout: float | None = None  # --once: give up on transient errors after this long
+    poll: float = POLL_S
+    heartbeat: float = HEARTBEAT_S
+
+
+def recover(j: journal.Journal) -> None:
+    """Fold the spill files of killed writers into the journal (their last log() calls)."""
+    try:
+        n = journal.recover(j)
+    except ImportError:  # SDK without spill support
+        return
+    if n:
+        log.info("recovered %d records from writers that were killed", n)
+
+
+class Daemon:
+    def __init__(self, journal_path: str | os.PathLike[str] | None, settings: Settings,
+                 options: Options | None = None) -> None:
+        self.file = journal.resolve_path(journal_path)
+        self.settings = settings
+        self.options = options or Options()
+        self.stop = threading.Event()
+        self.wake = threading.Event()
+        self._signals = 0
+
+    def install_signal_handlers(self) -> None:
+        def handler(signum: int, frame: object) -> None:
+            self._signals += 1
+            if self._signals > 1:
+                os._exit(128 + signum)
+            log.info("%s received: finishing the request in flight, then exiting",
+                     signal.Signals(signum).name)
+            self.stop.set()
+            self.wake.set()
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+    def run(self) -> int:
+        """Deliver until stopped (or idle / drained, per the options); returns the exit code."""
+        with JournalLock(self.file):
+            j = journal.Journal.open(self.file)
+            client = PlutoClient(self.settings)
+            replayer = Replayer(j, client, stop=self.stop)
+            try:
+                if self.options.once:
+                    return self._once(j, replayer)
+                return self._serve(j, replayer)
+            finally:
+                client.close()
+                j.close()
+
+    def _once(self, j: journal.Journal, replayer: Replayer) -> int:
+        recover(j)
+        deadline = None if self.options.timeout is None else time.monotonic() + self.options.timeout
+        done = drain(replayer, deadline=deadline)
+        left = replayer.outstanding() + replayer.stuck()
+        for row in left:
+            reason = row.conflict or replayer.hold_reason(row.key) or row.last_error or "pending"
+            log.error("run %s/%s not fully delivered: %s", row.project, row.name or row.run_id,
+                      reason)
+        return 0 if done and not left else 1
+
+    def _serve(self, j: journal.Journal, replayer: Replayer) -> int:
+        watcher = Watcher(self.file, self.wake)
+        notified = watcher.start()
+        beat = Heartbeat(self.file, self.settings, self.stop, self.options.heartbeat)
+        beat.start()
+        log.info("delivering %s to %s (pid %d, %s)", self.file, self.settings.api_url,
+                 os.getpid(), "file notifications + polling" if notified else "polling")
+        last_recover = 0.0
+        idle_since: float | None = None
+        try:
+            while not self.stop.is_set():
+                now = time.monotonic()
+                if now - last_recover >= RECOVER_EVERY_S:
+                    recover(j)
+                    last_recover = now
+                self.wake.clear()
+                progress = replayer.run_pass()
+                if self.options.exit_when_idle:
+                    idle = not replayer.outstanding() and not live_runs(j)
+                    idle_since = (idle_since or now) if idle else None
+                    if idle_since is not None and now - idle_since >= IDLE_GRACE_S:
+                        log.info("everything delivered and no job is writing: exiting")
+                        break
+                if progress.events and replayer.outstanding():
+                    continue  # a backlog: go straight on with the next pass
+                due = replayer.next_due()
+                wait = self.options.poll if due is None else min(self.options.poll, due)
+                if self.wake.wait(wait):
+                    time.sleep(0.02)  # let a burst of commits land: fewer, larger requests
+        finally:
+            self.stop.set()
+            watcher.stop()
+            beat.join(timeout=5)
+        return 0

@@ -1,0 +1,308 @@
+"""What each journal event becomes on the wire (pluto-api.md), one run at a time.
+
+:class:`Delivery` is the replayer's per-event half: it reads the next event(s) from a run's
+cursor, sends the request, and reports the outcome through the replayer's ``acked`` /
+``rejected``. Transient and auth errors propagate to the replayer, which schedules the retry;
+nothing it raises loses an event, because the acked seq only moves after an answer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from pluto_offline import journal
+from syncd.client import RejectedError
+
+if TYPE_CHECKING:
+    from syncd.replayer import Cursor, Replayer, RunCtx
+
+log = logging.getLogger("plutosync")
+
+ISOLATE_BUDGET = 128  # requests spent finding the bad lines of one refused NDJSON event
+_OPENERS = ("create", "resume")
+_LIFECYCLE = ("create", "resume", "status")
+
+
+class Delivery:
+    def __init__(self, replayer: Replayer) -> None:
+        self.r = replayer
+        self.j = replayer.j
+        self.client = replayer.client
+
+    def step(self, ctx: RunCtx, cursor: Cursor) -> None:
+        """Deliver the next event (or batch) of the run."""
+        from syncd.replayer import Hold
+
+        ev = cursor.peek()
+        assert ev is not None
+        if ctx.server_id is None and ev.kind not in _OPENERS:
+            # Only reachable when the run's create/resume was refused: nothing can follow it.
+            reason = ctx.open_error or self._open_error(ctx)
+            if reason is None:
+                raise Hold("waiting for the run's create/resume event")
+            self.r.rejected(ctx, cursor.take(), None,
+                            f"the run does not exist on the server ({reason})")
+            return
+        if ev.kind == "create":
+            self._create(ctx, cursor.take())
+        elif ev.kind == "resume":
+            self._resume(ctx, cursor.take())
+        elif ev.kind in ("metrics", "data"):
+            self._ingest(ctx, cursor.take_batch(ev.kind, self.r.batch_bytes))
+        elif ev.kind == "close":
+            self.r.acked(ctx, cursor.take().seq, 1, requests=0)  # close sends nothing
+        else:
+            self._update(ctx, cursor.take())
+
+    # ------------------------------------------------------------------ opening a run
+    def _create(self, ctx: RunCtx, ev: journal.Event) -> None:
+        from syncd.replayer import Hold
+
+        if ctx.server_id is not None:  # a create already delivered (a duplicate event)
+            self.r.acked(ctx, ev.seq, 1, requests=0)
+            return
+        p = ev.data() or {}
+        row = ctx.row
+        body: dict[str, Any] = {
+            "runName": p.get("name") or row.name or row.run_id,
+            "projectName": row.project,
+            "externalId": row.run_id,
+            "createdAt": ev.time,
+        }
+        if p.get("tags"):
+            body["tags"] = p["tags"]
+        if p.get("config"):
+            body["config"] = json.dumps(p["config"])
+        if p.get("settings"):
+            body["loggerSettings"] = json.dumps(p["settings"])
+        try:
+            if p.get("fork"):
+                body.update(self._fork_fields(ctx, ev, p["fork"]))
+            # Marked before sending: after a crash, resumed=true is then our own create.
+            replay = journal.sent_seq(self.j, row.key) >= ev.seq
+            journal.mark_sent(self.j, row.key, ev.seq)
+            answer = self.client.create_run(body)
+        except RejectedError as exc:
+            self._open_refused(ctx, ev, exc)
+            return
+        if answer.get("resumed") and not replay and not p.get("resume"):
+            conflict = (
+                f"externalId {row.run_id!r} already exists in project {row.project!r} on the "
+                f"server (run {answer.get('displayId') or answer.get('runId')}) and this journal "
+                "did not ask to resume it; nothing was merged. Resume it explicitly "
+                "(init(run_id=..., resume=True)) or use another run_id."
+            )
+            journal.record_error(self.j, row.key, "conflict", conflict=conflict)
+            log.error("run %s: %s", ctx.label, conflict)
+            raise Hold(conflict, stuck=True)
+        self._opened(ctx, ev, answer, "created" if not answer.get("resumed") else "re-attached")
+
+    def _resume(self, ctx: RunCtx, ev: journal.Event) -> None:
+        row = ctx.row
+        by = (ev.data() or {}).get("by") or row.ref_kind
+        if ctx.server_id is not None:
+            body: dict[str, Any] = {"runId": ctx.server_id}
+        elif by == "id":
+            body = {"runId": int(row.run_id)}
+        elif by == "display":
+            body = {"displayId": row.run_id}  # as the stock client: the server finds it
+        else:
+            body = {"externalId": row.run_id, "projectName": row.project}
+        try:
+            try:
+                answer = self.client.resume_run(body)
+            except RejectedError as exc:
+                if exc.code != 409 or "displayId" not in body:
+                    raise
+                answer = self.client.resume_run({**body, "projectName": row.project})
+        except RejectedError as exc:
+            if ctx.server_id is None:
+                self._open_refused(ctx, ev, exc)
+            else:
+                self.r.rejected(ctx, ev, exc)
+            return
+        self._opened(ctx, ev, answer, "resumed")
+
+    def _opened(self, ctx: RunCtx, ev: journal.Event, answer: dict, how: str) -> None:
+        fields = {
+            "server_id": int(answer["runId"]),
+            "display_id": answer.get("displayId"),
+            "number": answer.get("number"),
+            "url": answer.get("url"),
+        }
+        first = ctx.server_id is None
+        self.r.acked(ctx, ev.seq, 1, **fields)
+        ctx.server_id = fields["server_id"]
+        if first:
+            log.info("run %s: %s on the server as %s %s", ctx.label, how,
+                     fields["display_id"] or fields["server_id"], fields["url"] or "")
+
+    def _open_refused(self, ctx: RunCtx, ev: journal.Event, exc: RejectedError) -> None:
+        ctx.open_error = f"its {ev.kind} was refused: {exc.describe()}"
+        self.r.rejected(ctx, ev, exc)
+
+    def _open_error(self, ctx: RunCtx) -> str | None:
+        """Why the run was never opened on the server (its refused create/resume), if so."""
+        for rej in journal.rejected_events(self.j, ctx.row.key):
+            if rej["kind"] in _OPENERS:
+                ctx.open_error = f"its {rej['kind']} was refused: {rej['reason']}"
+                return ctx.open_error
+        return None
+
+    def _fork_fields(self, ctx: RunCtx, ev: journal.Event, fork: dict) -> dict[str, Any]:
+        from syncd.replayer import Hold
+
+        parent = fork.get("parent") or {}
+        if "key" in parent:
+            prow = journal.get_run(self.j, int(parent["key"]))
+            if prow is None:
+                raise RejectedError(None, f"fork parent (journal run {parent['key']}) is not in the journal")
+            name = f"{prow.project}/{prow.name or prow.run_id}"
+            first = journal.pending_events(self.j, prow.key, after=prow.acked_seq, limit=1)
+            if prow.server_id is None or (first and first[0].seq < ev.seq):
+                if prow.server_id is None and any(
+                    r["kind"] in _OPENERS for r in journal.rejected_events(self.j, prow.key)
+                ):
+                    raise RejectedError(None, f"fork parent {name} was refused by the server")
+                held = prow.conflict is not None or self.r._sched.get(prow.key) is not None \
+                    and self.r._sched[prow.key].stuck
+                raise Hold(f"waiting for fork parent {name} to be delivered", stuck=held)
+            parent_id = prow.server_id
+        elif "id" in parent:
+            parent_id = int(parent["id"])
+        elif "display_id" in parent:
+            parent_id = int(self.client.run_by_display_id(parent["display_id"], ctx.row.project)["id"])
+        else:
+            raise RejectedError(None, f"fork parent {parent!r} names no run")
+        return {
+            "forkRunId": parent_id,
+            "forkStep": fork.get("step"),
+            "inheritConfig": fork.get("inherit_config", True),
+            "inheritTags": fork.get("inherit_tags", False),
+        }
+
+    # ------------------------------------------------------------------ updates
+    def _update(self, ctx: RunCtx, ev: journal.Event) -> None:
+        sid = ctx.server_id
+        assert sid is not None
+        payload = ev.data()
+        sent = 1
+        try:
+            if ev.kind == "config":
+                if payload:  # the server refuses an empty delta
+                    self.client.update_config(sid, json.dumps(payload))
+                else:
+                    sent = 0
+            elif ev.kind == "tags":
+                self.client.update_tags(sid, list(payload or []))
+            elif ev.kind == "lognames":
+                names = (payload or {}).get("names") or []
+                if names:
+                    self.client.add_log_names(sid, names, payload.get("type") or "METRIC")
+                else:
+                    sent = 0
+            elif ev.kind == "status":
+                sent = self._status(ctx, ev, payload or {})
+            else:
+                self.r.rejected(ctx, ev, None, f"unknown event kind {ev.kind!r} (newer SDK?)")
+                return
+        except RejectedError as exc:
+            self.r.rejected(ctx, ev, exc)
+            return
+        self.r.acked(ctx, ev.seq, 1, requests=sent)
+
+    def _status(self, ctx: RunCtx, ev: journal.Event, payload: dict) -> int:
+        sid = ctx.server_id
+        assert sid is not None
+        status = payload.get("status")
+        metadata = payload.get("metadata")
+        sent = 1
+        if status in journal.TERMINAL_STATUSES and status != "FAILED":
+            sent += 1
+            if self.client.run_details(sid).get("status") == "FAILED" and self._reaped(ctx, ev):
+                # The reaper marked it FAILED during an outage; a lower severity would be
+                # ignored, so reopen it and land the real status at its real time.
+                self.client.update_status(sid, "RUNNING", at_ms=ev.time)
+                sent += 1
+                log.info("run %s: the server had marked it FAILED (no heartbeat while offline); "
+                         "restoring its journaled status %s", ctx.label, status)
+        self.client.update_status(
+            sid, status, metadata=None if metadata is None else json.dumps(metadata),
+            at_ms=ev.time,
+        )
+        if status in journal.TERMINAL_STATUSES:
+            log.info("run %s: delivered, status %s", ctx.label, status)
+        return sent
+
+    def _reaped(self, ctx: RunCtx, ev: journal.Event) -> bool:
+        """Whether the server's FAILED came from its reaper rather than from this journal."""
+        last = journal.last_event(self.j, ctx.row.key, _LIFECYCLE, before=ev.seq)
+        return not (last and last.kind == "status" and (last.data() or {}).get("status") == "FAILED")
+
+    # ------------------------------------------------------------------ NDJSON ingest
+    def _ingest(self, ctx: RunCtx, events: list[journal.Event]) -> None:
+        kind = events[0].kind
+        send = self.client.ingest_metrics if kind == "metrics" else self.client.ingest_data
+        if kind == "data":
+            # Data lines are not deduplicated by the server: note the request before it goes,
+            # so the at-least-once window is visible (sent_seq > acked_seq) after a crash.
+            journal.mark_sent(self.j, ctx.row.key, events[-1].seq)
+        self._send_isolating(ctx, events, send)
+
+    def _send_isolating(self, ctx: RunCtx, events: list[journal.Event],
+                        send: Callable[[int, str, bytes], None]) -> None:
+        """Send a batch; on a refusal split it in halves until the bad events are found."""
+        try:
+            send(ctx.server_id, ctx.row.project, _join(ev.payload for ev in events))
+        except RejectedError as exc:
+            if len(events) > 1:
+                mid = len(events) // 2
+                self._send_isolating(ctx, events[:mid], send)
+                self._send_isolating(ctx, events[mid:], send)
+            else:
+                self._isolate_lines(ctx, events[0], send, exc)
+            return
+        self.r.acked(ctx, events[-1].seq, len(events))
+
+    def _isolate_lines(self, ctx: RunCtx, ev: journal.Event,
+                       send: Callable[[int, str, bytes], None], first: RejectedError) -> None:
+        """Deliver the good lines of a refused event and record the bad ones."""
+        lines = [line for line in (ev.payload or "").split("\n") if line.strip()]
+        bad: list[tuple[int, int, RejectedError]] = []
+        budget = [ISOLATE_BUDGET]
+
+        def go(lo: int, hi: int, err: RejectedError | None) -> None:
+            if err is None:
+                if budget[0] <= 0:
+                    bad.append((lo, hi, first))  # gave up isolating: count the range as bad
+                    return
+                budget[0] -= 1
+                try:
+                    send(ctx.server_id, ctx.row.project, _join(lines[lo:hi]))
+                    return
+                except RejectedError as exc:
+                    err = exc
+            if hi - lo <= 1:
+                bad.append((lo, hi, err))
+                return
+            mid = (lo + hi) // 2
+            go(lo, mid, None)
+            go(mid, hi, None)
+
+        go(0, len(lines), first)
+        if not bad:  # every part went through on its own (the refusal was the batch's size)
+            self.r.acked(ctx, ev.seq, 1)
+            return
+        n_bad = sum(hi - lo for lo, hi, _ in bad)
+        lo, _, err = bad[0]
+        example = lines[lo][:120] if lines else ""
+        reason = (f"HTTP {err.code}: {n_bad} of {len(lines)} lines refused; first: "
+                  f"{example} -> {err.reason}")
+        self.r.rejected(ctx, ev, err, reason)
+
+
+def _join(parts: Any) -> bytes:
+    return "\n".join(p.strip("\n") for p in parts if p).encode()

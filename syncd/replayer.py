@@ -1,0 +1,282 @@
+"""The replayer: delivers each run's journaled events to the server, in ``seq`` order.
+
+One :meth:`Replayer.run_pass` visits every run with unacknowledged events and delivers what it
+can right now, giving each run a short time slice so a long backlog cannot starve a live run.
+Per-run state machine (the translation of each event into requests is in
+:mod:`syncd.delivery`):
+
+- no server id yet: the run's ``create`` (or ``resume``) must go first; a fork child waits
+  (:class:`Hold`) until its local parent is on the server with everything logged before the fork;
+- then events in order: consecutive ``metrics`` (or ``data``) events are joined into one NDJSON
+  request up to ``batch_bytes``; other kinds are one request each; ``close`` sends nothing;
+- every success advances the run's acked seq in the journal (with the server ids, in the same
+  transaction); a refusal (4xx) is recorded in ``rejected`` and the run moves past it.
+
+Failures never sleep here: a transient error schedules that run's next try (a network-level one,
+the server's, as it affects every run), an auth error pauses all runs slowly. The delivery state a
+person needs (``last_error``, ``attempts``, ``next_try`` in epoch seconds, ``conflict``) is
+written to the journal's ``delivery`` table for ``plutosync status``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from pluto_offline import journal
+from syncd import retry
+from syncd.client import AuthError, ClientError, PlutoClient, TransientError
+
+log = logging.getLogger("plutosync")
+
+BATCH_BYTES = 8 * 1024 * 1024  # one NDJSON request
+READ_CHUNK = 64  # events read per query: bounded memory whatever the backlog
+RUN_SLICE_S = 0.5  # a run's turn in a pass, so one backlog cannot starve a live run
+
+
+class Hold(Exception):
+    """The run cannot go on now, through no error: waiting for its fork parent, or a conflict.
+
+    ``stuck`` means it will not go on without a person (a conflict, or a parent in conflict).
+    """
+
+    def __init__(self, reason: str, *, stuck: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.stuck = stuck
+
+
+@dataclass
+class Progress:
+    requests: int = 0
+    events: int = 0  # events acknowledged (delivered or recorded as rejected)
+    rejected: int = 0
+
+
+@dataclass
+class RunCtx:
+    """One run's state during its turn in a pass."""
+
+    row: journal.RunRow
+    server_id: int | None
+    acked: int
+    open_error: str | None = None  # the run's create/resume was refused: why
+
+    @property
+    def label(self) -> str:
+        return f"{self.row.project}/{self.row.name or self.row.run_id}"
+
+
+@dataclass
+class _Sched:
+    attempts: int = 0
+    due: float = 0.0  # monotonic time of the next try
+    hold: str | None = None  # why the run waits (shown once in the log and in status)
+    stuck: bool = False
+
+
+@dataclass
+class _Gate:
+    """A pause over all runs: the network is down, or the key is refused."""
+
+    attempts: int = 0
+    due: float = 0.0
+
+
+class Cursor:
+    """A run's pending events, read in chunks; :meth:`take_batch` joins consecutive ones."""
+
+    def __init__(self, j: journal.Journal, run: int, after: int) -> None:
+        self.j, self.run, self.after = j, run, after
+        self.buf: deque[journal.Event] = deque()
+
+    def peek(self) -> journal.Event | None:
+        if not self.buf:
+            events = journal.pending_events(self.j, self.run, after=self.after, limit=READ_CHUNK)
+            if events:
+                self.buf.extend(events)
+                self.after = events[-1].seq
+        return self.buf[0] if self.buf else None
+
+    def take(self) -> journal.Event:
+        self.peek()
+        return self.buf.popleft()
+
+    def take_batch(self, kind: str, limit_bytes: int) -> list[journal.Event]:
+        out: list[journal.Event] = []
+        size = 0
+        while (ev := self.peek()) is not None and ev.kind == kind:
+            n = len(ev.payload or "") + 1
+            if out and size + n > limit_bytes:
+                break
+            out.append(self.take())
+            size += n
+        return out
+
+
+@dataclass
+class Replayer:
+    j: journal.Journal
+    client: PlutoClient
+    batch_bytes: int = BATCH_BYTES
+    stop: threading.Event = field(default_factory=threading.Event)
+    on_progress: Callable[[Progress], None] | None = None
+    totals: Progress = field(default_factory=Progress)
+    server_state: str = "ok"  # ok | transient | auth: the log says when it changes
+    last_auth_error: AuthError | None = None
+    _sched: dict[int, _Sched] = field(default_factory=dict)
+    _net: _Gate = field(default_factory=_Gate)
+    _auth: _Gate = field(default_factory=_Gate)
+
+    def __post_init__(self) -> None:
+        from syncd.delivery import Delivery  # the per-event requests
+
+        self.delivery = Delivery(self)
+
+    # ------------------------------------------------------------------ passes
+    def run_pass(self) -> Progress:
+        """Deliver what can be delivered now; returns what this pass did."""
+        before = Progress(self.totals.requests, self.totals.events, self.totals.rejected)
+        for row in journal.runs_with_pending(self.j):
+            if self.stop.is_set():
+                break
+            if self._ready(row):
+                self._deliver(row)
+        return Progress(self.totals.requests - before.requests,
+                        self.totals.events - before.events,
+                        self.totals.rejected - before.rejected)
+
+    def outstanding(self) -> list[journal.RunRow]:
+        """Runs with pending events that can still be delivered without a person's help."""
+        return [r for r in journal.runs_with_pending(self.j)
+                if not r.conflict and not self._sched.get(r.key, _Sched()).stuck]
+
+    def stuck(self) -> list[journal.RunRow]:
+        """Runs with pending events held until a person acts (a conflict), with the reason."""
+        return [r for r in journal.runs_with_pending(self.j)
+                if r.conflict or self._sched.get(r.key, _Sched()).stuck]
+
+    def hold_reason(self, key: int) -> str | None:
+        s = self._sched.get(key)
+        return s.hold if s else None
+
+    def next_due(self) -> float | None:
+        """Seconds until the earliest paused run may be tried again (None: nothing paused)."""
+        now = time.monotonic()
+        dues = [s.due for s in self._sched.values() if s.due > now]
+        dues += [g.due for g in (self._net, self._auth) if g.due > now]
+        return min(dues) - now if dues else None
+
+    def _ready(self, row: journal.RunRow) -> bool:
+        now = time.monotonic()
+        if row.conflict or now < self._auth.due or now < self._net.due:
+            return False
+        return self._sched.setdefault(row.key, _Sched()).due <= now
+
+    # ------------------------------------------------------------------ one run's turn
+    def _deliver(self, row: journal.RunRow) -> None:
+        sched = self._sched[row.key]
+        ctx = RunCtx(row, row.server_id, row.acked_seq)
+        cursor = Cursor(self.j, row.key, row.acked_seq)
+        end = time.monotonic() + RUN_SLICE_S
+        try:
+            while not self.stop.is_set() and time.monotonic() < end:
+                if cursor.peek() is None:
+                    break
+                self.delivery.step(ctx, cursor)
+                sched.attempts = 0
+                self._answered()
+        except Hold as hold:
+            if hold.reason != sched.hold:
+                log.info("run %s: %s", ctx.label, hold.reason)
+                journal.record_error(self.j, row.key, hold.reason)
+            sched.hold, sched.stuck = hold.reason, hold.stuck
+            return
+        except TransientError as exc:
+            self._transient(ctx, sched, exc)
+            return
+        except AuthError as exc:
+            self._auth_refused(ctx, exc)
+            return
+        sched.hold, sched.stuck = None, False
+
+    def _transient(self, ctx: RunCtx, sched: _Sched, exc: TransientError) -> None:
+        # No answer at all is the server's trouble, not the run's: pause every run.
+        gate = self._net if exc.code is None else sched
+        gate.attempts += 1
+        delay = retry.next_delay(exc, gate.attempts) or 0.0
+        gate.due = time.monotonic() + delay
+        journal.record_error(self.j, ctx.row.key, exc.describe(), next_try=time.time() + delay)
+        if self.server_state != "transient":
+            log.warning("delivery paused: %s; retrying with backoff, nothing is lost",
+                        exc.describe())
+            self.server_state = "transient"
+
+    def _auth_refused(self, ctx: RunCtx, exc: AuthError) -> None:
+        self._auth.attempts += 1
+        delay = retry.next_delay(exc, self._auth.attempts) or 60.0
+        self._auth.due = time.monotonic() + delay
+        self.last_auth_error = exc
+        journal.record_error(self.j, ctx.row.key, exc.describe(), next_try=time.time() + delay)
+        if self.server_state != "auth":
+            log.error("%s (next try in %.0f s)", exc.describe(), delay)
+            self.server_state = "auth"
+
+    def _answered(self) -> None:
+        self._net.attempts = self._auth.attempts = 0
+        self.last_auth_error = None
+        if self.server_state != "ok":
+            log.info("the server answers again: delivering")
+            self.server_state = "ok"
+
+    # ------------------------------------------------------------------ bookkeeping
+    def acked(self, ctx: RunCtx, seq: int, events: int, requests: int = 1,
+              **server: object) -> None:
+        """Record a success: the run's acked seq (and server ids) in one transaction."""
+        journal.ack(self.j, ctx.row.key, seq, **server)
+        ctx.acked = seq
+        self._count(events, requests)
+
+    def rejected(self, ctx: RunCtx, ev: journal.Event, exc: ClientError | None,
+                 reason: str | None = None) -> None:
+        """Record an event refused for good, and move past it."""
+        code = exc.code if exc else None
+        text = reason or (exc.describe() if exc else "refused")
+        journal.reject(self.j, ev, code=code, reason=text)
+        ctx.acked = ev.seq
+        self.totals.rejected += 1
+        self._count(1, 0)
+        log.warning("run %s: the server refused a %s event (%s); recorded, moving on",
+                    ctx.label, ev.kind, text)
+
+    def _count(self, events: int, requests: int) -> None:
+        self.totals.events += events
+        self.totals.requests += requests
+        if self.on_progress:
+            self.on_progress(self.totals)
+
+
+def drain(replayer: Replayer, *, deadline: float | None = None,
+          give_up_on_auth: bool = False, tick: Callable[[], None] | None = None) -> bool:
+    """Run passes until nothing deliverable is pending (True) or ``deadline`` (monotonic),
+    a stop, or (with ``give_up_on_auth``) a refused key ends it (False)."""
+    while not replayer.stop.is_set():
+        replayer.run_pass()
+        if tick:
+            tick()
+        if not replayer.outstanding():
+            return True
+        if give_up_on_auth and replayer.server_state == "auth":
+            return False
+        wait = replayer.next_due()
+        now = time.monotonic()
+        if deadline is not None and now + (wait or 0) > deadline:
+            if now >= deadline:
+                return False
+            wait = deadline - now
+        replayer.stop.wait(min(wait if wait is not None else 0.05, 1.0))
+    return False

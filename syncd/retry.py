@@ -1,0 +1,88 @@
+"""Retry policies, declared once as tenacity strategies.
+
+The replayer never sleeps inside a run's delivery (a run backing off must not hold up the
+others), so it does not wrap calls in ``tenacity.retry``; it asks :func:`next_delay` how long a
+run should wait after its n-th failed attempt and schedules that run's next try. The policies
+are still plain tenacity ``retry``/``wait`` objects, so they read (and test) like any other.
+
+- transient (network errors, timeouts, 5xx, 408, 429): exponential backoff with full jitter,
+  capped at 60 s, forever; a ``Retry-After`` from the server wins over the backoff.
+- auth (401/403): the key will not fix itself within seconds; retry slowly, forever, so that a
+  key fixed on the server side (or a daemon restarted with a new one) picks up where it left.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import tenacity
+from tenacity import retry_if_exception_type, wait_fixed, wait_random, wait_random_exponential
+from tenacity.wait import wait_base
+
+from syncd.client import AuthError, ClientError, TransientError
+
+BACKOFF_CAP_S = 60.0
+RETRY_AFTER_CAP_S = 600.0  # a server asking for more is ignored beyond this
+
+
+class wait_retry_after(wait_base):
+    """The server's ``Retry-After`` (plus up to 10 % jitter), else the fallback strategy."""
+
+    def __init__(self, fallback: wait_base) -> None:
+        self.fallback = fallback
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
+        exc = retry_state.outcome.exception() if retry_state.outcome else None
+        after = getattr(exc, "retry_after", None)
+        if after is not None:
+            after = min(after, RETRY_AFTER_CAP_S)
+            return after + random.uniform(0, 0.1 * after)
+        return self.fallback(retry_state)
+
+
+@dataclass(frozen=True)
+class Policy:
+    name: str
+    retry: tenacity.retry_base
+    wait: wait_base
+
+
+TRANSIENT = Policy(
+    "transient",
+    retry=retry_if_exception_type(TransientError),
+    # full jitter: uniform in [0, min(cap, 0.5 * 2^n)]
+    wait=wait_retry_after(wait_random_exponential(multiplier=0.5, max=BACKOFF_CAP_S)),
+)
+AUTH = Policy(
+    "auth",
+    retry=retry_if_exception_type(AuthError),
+    wait=wait_fixed(60) + wait_random(0, 15),
+)
+POLICIES = (TRANSIENT, AUTH)
+
+_RETRYING = tenacity.Retrying()  # only a carrier for RetryCallState
+
+
+def policy_for(error: BaseException) -> Policy | None:
+    """The policy that retries ``error``, or None when it is final (a rejection)."""
+    state = _state(error, 1)
+    for policy in POLICIES:
+        if policy.retry(state):
+            return policy
+    return None
+
+
+def next_delay(error: ClientError, attempt: int) -> float | None:
+    """Seconds to wait after the ``attempt``-th consecutive failure (1-based); None = final."""
+    policy = policy_for(error)
+    if policy is None:
+        return None
+    return float(policy.wait(_state(error, attempt)))
+
+
+def _state(error: BaseException, attempt: int) -> tenacity.RetryCallState:
+    state = tenacity.RetryCallState(_RETRYING, None, (), {})
+    state.attempt_number = attempt
+    state.set_exception((type(error), error, error.__traceback__))
+    return state
