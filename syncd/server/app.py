@@ -177,7 +177,11 @@ class App:
 
     def _ingest_metrics(self, request: Request) -> Response:
         project, run_id = self._ingest_target(request)
-        rows, lines, error = ndjson.metric_rows(request.body)
+        rows, lines, error = ndjson.metric_rows(
+            request.body,
+            self.series.series_ids(project, run_id),
+            lambda name: self.series.new_series(project, run_id, name),
+        )
         # Lines before a bad one are kept, as the streaming ingest may already have stored them.
         self.series.add_metrics(project, run_id, rows)
         if error:

@@ -81,6 +81,8 @@ def serve(args: argparse.Namespace) -> int:
     url = f"http://{'[' + host + ']' if ':' in str(host) else host}:{port}"
     app.runs.base_url = url
 
+    # Short GIL slices: the writer gets the GIL back soon after each SQLite step.
+    sys.setswitchinterval(0.0005)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

@@ -4,21 +4,24 @@ A body is parsed in one ``json.loads`` call when it is well formed (the common c
 body with a bad line is re-read line by line to name the line. Python's json accepts the bare
 ``NaN``/``Infinity``/``-Infinity`` tokens the ingest service allows.
 
->>> rows, lines, error = metric_rows(b'{"time": 1, "step": 0, "data": {"loss": 0.5}}\\n')
+>>> ids = {"loss": 7}
+>>> rows, lines, error = metric_rows(b'{"time": 1, "step": 0, "data": {"loss": 0.5}}\\n', ids, len)
 >>> rows, lines, error
-([('loss', 0, 1, 0.5)], 1, None)
+([(7, 0, 1, 0.5)], 1, None)
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 # String spellings of non-finite values; NaN is stored as NULL (SQLite has no NaN).
 _SPECIAL = {"NaN": None, "Infinity": float("inf"), "-Infinity": float("-inf")}
 _INT64 = 2**63
 
-MetricRow = tuple[str, int, int, "float | None"]
+# (series id, step, time, value): ready to bind, no second pass over the rows.
+MetricRow = tuple[int, int, int, "float | None"]
 
 
 def parse(body: bytes) -> tuple[list[Any], list[int], tuple[int, str] | None]:
@@ -55,9 +58,14 @@ def _is_int(value: Any) -> bool:
     return type(value) is int and -_INT64 <= value < _INT64
 
 
-def metric_rows(body: bytes) -> tuple[list[MetricRow], int, tuple[int, str] | None]:
-    """Rows ``(name, step, time, value)`` of the good lines before the first bad one, the
-    number of those lines, and the first bad line ``(number, reason)`` or ``None``."""
+def metric_rows(
+    body: bytes, ids: dict[str, int], new_id: Callable[[str], int]
+) -> tuple[list[MetricRow], int, tuple[int, str] | None]:
+    """Rows ``(series id, step, time, value)`` of the good lines before the first bad one,
+    the number of those lines, and the first bad line ``(number, reason)`` or ``None``.
+
+    ``ids`` maps known metric names to series ids; ``new_id(name)`` makes one for a new name.
+    """
     objects, numbers, error = parse(body)
     rows: list[MetricRow] = []
     append = rows.append
@@ -86,7 +94,10 @@ def metric_rows(body: bytes) -> tuple[list[MetricRow], int, tuple[int, str] | No
             else:
                 del rows[start:]
                 return rows, index, (numbers[index], f"value of {name!r} is not a number")
-            append((name, step, when, value))
+            series = ids.get(name)
+            if series is None:
+                series = new_id(name)
+            append((series, step, when, value))
     return rows, len(objects), error
 
 

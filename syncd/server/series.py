@@ -49,38 +49,42 @@ class Series:
         self.db = db
         self._ids: dict[tuple[str, int], dict[str, int]] = {}
 
-    def _series_ids(self, conn: Any, project: str, run_id: int, names: set[str]) -> dict[str, int]:
+    def series_ids(self, project: str, run_id: int) -> dict[str, int]:
+        """The name -> series id map of a run (cached; extend it with :meth:`new_series`)."""
         known = self._ids.get((project, run_id))
         if known is None:
             known = dict(
-                conn.execute(
+                self.db.query(
                     "SELECT name, id FROM series WHERE project=? AND run_id=?", (project, run_id)
-                ).fetchall()
+                )
             )
             self._ids[(project, run_id)] = known
-        for name in names - known.keys():
-            known[name] = conn.execute(
-                "INSERT INTO series (project, run_id, name) VALUES (?,?,?) RETURNING id",
-                (project, run_id, name),
-            ).fetchone()[0]
         return known
 
+    def new_series(self, project: str, run_id: int, name: str) -> int:
+        with self.db.transaction() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO series (project, run_id, name) VALUES (?,?,?)",
+                (project, run_id, name),
+            )
+            series = conn.execute(
+                "SELECT id FROM series WHERE project=? AND run_id=? AND name=?",
+                (project, run_id, name),
+            ).fetchone()[0]
+        self.series_ids(project, run_id)[name] = series
+        return series
+
     def add_metrics(self, project: str, run_id: int, rows: list[MetricRow]) -> None:
+        """Upsert rows made by :func:`~syncd.server.ndjson.metric_rows`."""
         if not rows:
             return
-        names = {row[0] for row in rows}
-        try:
-            with self.db.transaction() as conn:
-                ids = self._series_ids(conn, project, run_id, names)
-                conn.executemany(_UPSERT, [(ids[n], s, t, v) for n, s, t, v in rows])
-                conn.execute(
-                    "INSERT INTO ingest_counts (project, run_id, points) VALUES (?,?,?)"
-                    " ON CONFLICT DO UPDATE SET points = points + excluded.points",
-                    (project, run_id, len(rows)),
-                )
-        except BaseException:
-            self._ids.pop((project, run_id), None)  # may hold ids of rolled-back series
-            raise
+        with self.db.transaction() as conn:
+            conn.executemany(_UPSERT, rows)
+            conn.execute(
+                "INSERT INTO ingest_counts (project, run_id, points) VALUES (?,?,?)"
+                " ON CONFLICT DO UPDATE SET points = points + excluded.points",
+                (project, run_id, len(rows)),
+            )
 
     def add_logs(self, project: str, run_id: int, lines: list[dict]) -> None:
         with self.db.transaction() as conn:
