@@ -6,8 +6,8 @@ The rules, which every caller gets (``plutosync prune`` and the daemon's periodi
 - never an unacknowledged event: it has not reached the server yet;
 - nothing of a run that has a live writer: the job may still resume or read it;
 - never a rejected event (its payload stays for inspection beside the server's reason);
-- never a run's newest ``metrics``/``data`` event: a later local resume continues its step
-  counter from it.
+- never a run's newest event of each kind: a later local resume continues its step counter
+  from the newest ``metrics``/``data``, and the daemon reads the last journaled ``status``.
 
 Deletion runs in small transactions so the jobs writing the journal wait at most a moment for
 SQLite's write lock. Freed pages are reused by new events; the file does not shrink.
@@ -32,7 +32,7 @@ _PRUNABLE = """
 FROM events WHERE time < ?
   AND seq <= coalesce((SELECT acked_seq FROM delivery d WHERE d.run = events.run), 0)
   AND seq NOT IN (SELECT seq FROM rejected)
-  AND seq NOT IN (SELECT max(seq) FROM events WHERE kind IN ('metrics', 'data') GROUP BY run)
+  AND seq NOT IN (SELECT max(seq) FROM events GROUP BY run, kind)
   AND run NOT IN ({live})
 """
 

@@ -17,7 +17,7 @@ stops growing. Safe while jobs and the daemon use the journal.
 
 What is never deleted: events not yet acknowledged (pending), rejected events (kept beside
 the server's reason), anything of a run whose job is still running, and each run's newest
-metrics event (a later resume continues its step count from it). Run rows and delivery state
+event of each kind (a later resume continues its step count from it). Run rows and delivery state
 stay, so `plutosync status` still lists every run; its counts then cover the events that remain.
 
 The default age is ${retention.ENV_AGE} when set (e.g. 14d), else {retention.DEFAULT_AGE}.
