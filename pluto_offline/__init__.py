@@ -1,1 +1,17 @@
-"""pluto_offline: the Pluto SDK API, journaled locally; plutosync delivers it."""
+"""pluto_offline: the Pluto SDK API, journaled locally; plutosync delivers it.
+
+    import pluto_offline as pluto
+    run = pluto.init(project="mnist", config={"lr": 0.1})
+    run.log({"loss": 0.25})
+    run.finish()
+
+Nothing here opens a socket or imports ``syncd``.
+"""
+
+from pluto_offline.errors import JournalError, JournalVersionError, RunExistsError
+from pluto_offline.run import Run
+from pluto_offline.sdk import finish, init, log, ops
+
+__all__ = [
+    "JournalError", "JournalVersionError", "Run", "RunExistsError", "finish", "init", "log", "ops",
+]

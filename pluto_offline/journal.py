@@ -71,7 +71,8 @@ CREATE TABLE IF NOT EXISTS writers (
     host      TEXT NOT NULL,
     opened_at INTEGER NOT NULL,
     ended_at  INTEGER,
-    ended_how TEXT
+    ended_how TEXT,
+    folded    INTEGER NOT NULL DEFAULT 0  -- last spill record number folded into events
 );
 CREATE INDEX IF NOT EXISTS writers_run ON writers (run);
 CREATE TABLE IF NOT EXISTS delivery (

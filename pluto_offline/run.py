@@ -1,0 +1,426 @@
+"""The run object ``init()`` returns: ``log`` into the spill, state changes into the journal.
+
+    run = pluto_offline.init(project="mnist", config={"lr": 0.1})
+    for step in range(100):
+        run.log({"loss": 1 / (step + 1)})
+    run.update_config({"epochs": 100})
+    run.finish()
+
+Threads: ``log()`` may be called from any thread; a writer thread folds the spill into the
+journal every ``flush_interval`` seconds; state changes fold it first, then commit their own
+event in the same fsync'd transaction, so journal order is call order.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import marshal
+import operator
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from pluto_offline import fold, lifecycle
+from pluto_offline.errors import JournalError
+from pluto_offline.ids import clean_chars
+from pluto_offline.journal import (
+    Journal,
+    _explain,
+    append_event,
+    end_writer,
+    set_run_state,
+)
+from pluto_offline.spill import Spill, SpillFull
+from pluto_offline.values import check_timestamp, deep_merge, native_config, normalize_tags, route
+
+logger = logging.getLogger("pluto_offline")
+FLUSH_INTERVAL = 0.05
+
+
+class Run:
+    """One open run in this process (see ``pluto_offline.init``)."""
+
+    def __init__(
+        self, *, journal: Journal, key: int, run_id: str, ref_kind: str, project: str,
+        name: str, config: Any, tags: list[str], step: int, writer_id: str, spill: Spill,
+        metric_names: set[str], data_names: set[str], resumed: bool,
+        fork: dict | None, flush_interval: float = FLUSH_INTERVAL,
+    ):
+        self._j = journal
+        self._key = key
+        self._run_id = run_id
+        self._ref_kind = ref_kind
+        self._project = project
+        self._name = name
+        self._config = config
+        self._tags = tags
+        self._step = step
+        self._writer_id = writer_id
+        self._spill = spill
+        self._metric_names = metric_names  # registered METRIC names: the fast path's test
+        self._data_names = data_names
+        self._resumed = resumed
+        self._fork = fork
+        self._server: tuple | None = None
+        self._warned: set = set()
+        self._dropped = 0
+        self._lock = threading.RLock()  # the connection and the fold position
+        self._append_lock = threading.Lock()  # the spill's write position and the step
+        self._end_lock = threading.Lock()
+        self._ended: str | None = None
+        self.busy_thread: int | None = None  # thread inside a fold (see lifecycle)
+        self._stop = threading.Event()
+        spill.drain = self._drain_and_wrap
+        self._thread = threading.Thread(
+            target=self._writer_loop, args=(flush_interval,), daemon=True,
+            name=f"pluto-offline-writer-{run_id[:12]}",
+        )
+
+    def _start(self) -> None:
+        self._thread.start()
+        atexit.register(self._at_exit)
+
+    # ------------------------------------------------------------------ logging (hot path)
+
+    def log(self, data: Mapping[str, Any], step: int | None = None,
+            timestamp: float | None = None) -> None:
+        """Log metrics (numbers) and string series (short strs) at a step.
+
+        Each call advances the step by one; an explicit ``step`` resets the counter. Once
+        this returns, the values survive even a SIGKILL of the process.
+        """
+        if self._ended:
+            self._warn_once(("ended", "log"), f"run {self._run_id} has ended: log() ignored")
+            return
+        if type(data) is not dict:
+            data = self._check_data(data)
+        if timestamp is None:
+            t = int(time.time() * 1000)
+        else:
+            t = self._time_ms(timestamp)
+        with self._append_lock:
+            if step is None:
+                step = self._step + 1
+            elif type(step) is not int:
+                step = _check_step(step)
+            elif step < 0:
+                raise ValueError(f"step must be >= 0, got {step}")
+            self._step = step
+            if data.keys() <= self._metric_names:
+                for v in data.values():
+                    if type(v) is not float and type(v) is not int:
+                        break
+                else:
+                    self._append(marshal.dumps((step, t, data)))
+                    return
+            self._log_slow(data, step, t)
+
+    def _log_slow(self, data: dict, step: int, t: int) -> None:
+        metrics: dict[str, Any] = {}
+        strings: dict[str, str] = {}
+        new_metric: list[str] = []
+        new_data: list[str] = []
+        for key, value in data.items():
+            if not isinstance(key, str):
+                raise ValueError("unsupported type for key in dict of logged data")
+            key = clean_chars(key)
+            kind, value = route(value)
+            if kind == "metric":
+                metrics[key] = value
+                if key not in self._metric_names:
+                    self._metric_names.add(key)
+                    new_metric.append(key)
+            elif kind == "data":
+                strings[key] = value
+                if key not in self._data_names:
+                    self._data_names.add(key)
+                    new_data.append(key)
+            else:
+                self._warn_once(("drop", key), f"log(): {key!r} dropped: {value} "
+                                "(further values of this key are dropped without a warning)")
+        if metrics or strings or new_metric or new_data:
+            self._append(marshal.dumps((step, t, metrics, strings, new_metric, new_data)))
+
+    def _append(self, payload: bytes) -> None:
+        try:
+            self._spill.append(payload)
+        except (SpillFull, JournalError) as exc:
+            self._dropped += 1
+            self._warn_once(("full", str(exc)), f"log(): the journal cannot be written ({exc}) "
+                            "and the spill file is full: log records are being dropped")
+        except ValueError:
+            if not self._ended:  # the spill was closed by finish() in another thread
+                raise
+
+    def _check_data(self, data: Any) -> dict:
+        if not isinstance(data, Mapping):
+            raise ValueError(f"unsupported type for logged data: {type(data).__name__}, expected dict")
+        return dict(data)
+
+    def _time_ms(self, timestamp: Any) -> int:
+        ts = check_timestamp(timestamp)
+        if ts is None:
+            self._warn_once(("timestamp",), f"log(): ignoring invalid timestamp {timestamp!r}; "
+                            "using current time")
+            ts = time.time()
+        return int(ts * 1000)
+
+    # ------------------------------------------------------------------ folding
+
+    def flush(self) -> None:
+        """Return once everything logged before this call is committed (fsync'd) in the journal.
+
+        Raises ``JournalError`` when the journal cannot be written; the records stay in the
+        spill file and are folded later (or recovered after a crash).
+        """
+        if not self._ended:
+            self._fold()
+
+    def _fold(self, extra: Callable[[Journal], None] | None = None) -> None:
+        """Fold the published spill records (and ``extra``'s events) in one transaction."""
+        with self._lock:
+            self.busy_thread = threading.get_ident()
+            try:
+                end, number = self._spill.published
+                start = self._spill.rpos
+                if start == end and extra is None:
+                    return
+                records = fold.decode(self._spill.read(start, end)) if end != start else []
+                try:
+                    with self._j.transaction():
+                        if records:
+                            fold.write(self._j, self._key, self._writer_id, records, number)
+                        if extra is not None:
+                            extra(self._j)
+                except sqlite3.DatabaseError as exc:
+                    raise _explain(exc, self._j.path) from exc
+                self._spill.rpos = end
+            finally:
+                self.busy_thread = None
+        lifecycle.after_fold()
+
+    def _drain_and_wrap(self) -> None:
+        with self._lock:
+            self._fold()
+            self._spill.wrap()
+
+    def _writer_loop(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            try:
+                self._fold()
+            except JournalError as exc:
+                self._warn_once(("journal", str(exc)), f"log(): {exc}; the records are kept "
+                                "in the spill file and written when the journal recovers")
+            except Exception as exc:  # never let the writer die silently
+                self._warn_once(("writer", repr(exc)), f"pluto_offline writer thread: {exc!r}")
+
+    # ------------------------------------------------------------------ state changes
+
+    def update_config(self, config: Mapping[str, Any]) -> None:
+        """Deep-merge ``config`` into the run's config; the delta is journaled durably."""
+        if self._ignored("update_config"):
+            return
+        delta = native_config(config)
+        if not isinstance(delta, dict):
+            raise TypeError(f"config must be a dict, got {type(config).__name__}")
+        if not delta:
+            return
+        base = self._config if isinstance(self._config, dict) else {}
+        merged = deep_merge(base, delta)
+
+        def extra(j: Journal) -> None:
+            append_event(j, self._key, "config", payload=delta)
+            set_run_state(j, self._key, config=merged)
+
+        self._fold(extra)
+        self._config = merged
+
+    def add_tags(self, tags: str | Iterable[str]) -> None:
+        """Add tags (a str or a list); the full tag list is journaled durably."""
+        if not self._ignored("add_tags"):
+            new = list(self._tags)
+            new += [t for t in normalize_tags(tags) if t not in new]
+            self._set_tags(new)
+
+    def remove_tags(self, tags: str | Iterable[str]) -> None:
+        """Remove tags (a str or a list); the full tag list is journaled durably."""
+        if not self._ignored("remove_tags"):
+            gone = set(normalize_tags(tags))
+            self._set_tags([t for t in self._tags if t not in gone])
+
+    def _set_tags(self, new: list[str]) -> None:
+        def extra(j: Journal) -> None:
+            append_event(j, self._key, "tags", payload=new)
+            set_run_state(j, self._key, tags=new)
+
+        self._fold(extra)
+        self._tags = new
+
+    def finish(self, code: int | None = None) -> None:
+        """End the run: COMPLETED, or FAILED when ``code`` is non-zero. Never raises."""
+        if code:
+            self._end("FAILED", {"exit_code": code})
+        else:
+            self._end("COMPLETED", None)
+
+    def close(self) -> None:
+        """Release this process's hold on the run without changing its status.
+
+        For an eval job attached to a live run: its exit must not complete the run.
+        """
+        self._end(None, None)
+
+    def _end(self, status: str | None, metadata: dict | None, *, at: int | None = None) -> bool:
+        """Journal the end (status, or a close) durably and release everything; first caller wins."""
+        with self._end_lock:
+            if self._ended:
+                return False
+            self._ended = status or "closed"
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join()
+        when = at or int(time.time() * 1000)
+
+        def extra(j: Journal) -> None:
+            if status is None:
+                append_event(j, self._key, "close", time=when)
+            else:
+                append_event(j, self._key, "status", time=when,
+                             payload={"status": status, "metadata": metadata})
+            end_writer(j, self._writer_id, status or "closed")
+
+        folded = False
+        try:
+            self._fold(extra)
+            folded = True
+        except Exception as exc:  # finish() never raises
+            logger.error("pluto_offline: run %s: could not journal its end (%s): %s; the "
+                         "logged records stay in %s and are recovered later",
+                         self._run_id, status or "close", exc, self._spill.path)
+        finally:
+            self._release(folded)
+        return True
+
+    def _release(self, folded: bool) -> None:
+        try:
+            atexit.unregister(self._at_exit)
+        except Exception:
+            pass
+        lifecycle.forget(self)
+        with self._lock:
+            self._spill.close(unlink=folded)
+            self._j.close()
+
+    def _at_exit(self) -> None:
+        self._end("COMPLETED", None)
+
+    def _ignored(self, what: str) -> bool:
+        if self._ended:
+            self._warn_once(("ended", what), f"run {self._run_id} has ended: {what}() ignored")
+            return True
+        return False
+
+    def _warn_once(self, key: tuple, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            logger.warning(message)
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def run_id(self) -> str:
+        """The client-chosen id (sent as ``externalId``); for a server-side resume, the ref."""
+        return self._run_id
+
+    @property
+    def id(self) -> int | None:
+        """The server's numeric id, once the daemon has created the run (else None)."""
+        return self._server_fields()[0]
+
+    @property
+    def display_id(self) -> str | None:
+        return self._server_fields()[1]
+
+    @property
+    def url(self) -> str | None:
+        return self._server_fields()[2]
+
+    def _server_fields(self) -> tuple:
+        if self._server is not None:
+            return self._server
+        fields: tuple = (None, None, None)
+        if self._ref_kind == "id":
+            fields = (int(self._run_id), None, None)
+        elif self._ref_kind == "display":
+            fields = (None, self._run_id, None)
+        try:
+            row = self._read_delivery()
+        except (JournalError, sqlite3.DatabaseError):
+            row = None
+        if row and row[0] is not None:
+            fields = tuple(row)
+            self._server = fields
+        return fields
+
+    def _read_delivery(self) -> tuple | None:
+        sql = "SELECT server_id, display_id, url FROM delivery WHERE run = ?"
+        with self._lock:
+            if not self._ended:
+                return self._j.conn.execute(sql, (self._key,)).fetchone()
+        j = Journal.open(self._j.path, readonly=True)
+        try:
+            return j.conn.execute(sql, (self._key,)).fetchone()
+        finally:
+            j.close()
+
+    @property
+    def config(self) -> Any:
+        return self._config
+
+    @property
+    def tags(self) -> list[str]:
+        return self._tags
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def project(self) -> str:
+        return self._project
+
+    @property
+    def step(self) -> int:
+        """The step of the last ``log()`` (the next implicit step is ``step + 1``)."""
+        return self._step
+
+    @property
+    def resumed(self) -> bool:
+        return self._resumed
+
+    @property
+    def fork_run_id(self) -> Any:
+        return None if self._fork is None else next(iter(self._fork["parent"].values()))
+
+    @property
+    def fork_step(self) -> int | None:
+        return None if self._fork is None else self._fork["step"]
+
+    def __repr__(self) -> str:
+        return f"<pluto_offline.Run {self._project}/{self._run_id} step={self._step}>"
+
+
+def _check_step(step: Any) -> int:
+    if isinstance(step, bool):
+        raise TypeError(f"step must be an int, got {step!r}")
+    try:
+        step = operator.index(step)
+    except TypeError:
+        raise TypeError(f"step must be an int, got {type(step).__name__}") from None
+    if step < 0:
+        raise ValueError(f"step must be >= 0, got {step}")
+    return step
+

@@ -1,0 +1,252 @@
+"""``init()`` and the module-level functions, mirroring the stock ``pluto`` SDK.
+
+    import pluto_offline as pluto
+    run = pluto.init(project="mnist", name="baseline", config={"lr": 0.1}, tags=["cnn"])
+    pluto.log({"loss": 0.5})          # the latest run
+    pluto.finish()                    # every open run
+
+No call opens a socket: everything goes to the journal in ``dir`` / ``PLUTO_DIR``, and
+``plutosync`` delivers it.
+"""
+
+from __future__ import annotations
+
+import json
+import operator
+import os
+import uuid
+from typing import Any
+
+from pluto_offline import autostart, lifecycle
+from pluto_offline.errors import JournalError, RunExistsError
+from pluto_offline.ids import RunRef, classify_run_id, clean_chars, new_name, new_run_id
+from pluto_offline.journal import (
+    Journal,
+    RunRow,
+    add_run,
+    add_writer,
+    append_event,
+    find_run,
+    find_run_by_server_ref,
+    last_step,
+    now_ms,
+    recover,
+    set_run_state,
+)
+from pluto_offline.run import FLUSH_INTERVAL, Run
+from pluto_offline.spill import Spill
+from pluto_offline.values import deep_merge, native_config, normalize_tags
+
+ops = lifecycle.ops
+_HOST = os.uname().nodename  # not socket.gethostname(): the SDK never imports socket
+
+
+def init(
+    dir: str | os.PathLike[str] | None = None,
+    project: str | None = None,
+    name: str | None = None,
+    config: Any = None,
+    settings: dict | None = None,
+    tags: str | list[str] | None = None,
+    run_id: int | str | None = None,
+    resume: bool = False,
+    fork_run_id: int | str | None = None,
+    fork_step: int | None = None,
+    inherit_config: bool | None = None,
+    inherit_tags: bool | None = None,
+    **kwargs: Any,
+) -> Run:
+    """Start (or resume) a run, journaled in ``dir`` (else ``PLUTO_DIR``, else the default).
+
+    ``run_id``: an int or digit string resumes a server run by number; ``"MMP-42"`` by display
+    id; any other string is the client-chosen id (``externalId``): a new run, or, with
+    ``resume=True`` (or from ``PLUTO_RUN_ID``), the run this journal already holds.
+    """
+    if (fork_run_id is not None) ^ (fork_step is not None):
+        raise ValueError("fork_run_id and fork_step must be provided together")
+    dir = kwargs.pop("save_dir", dir)
+    project = _text("project", project if project is not None else
+                    os.environ.get("PLUTO_PROJECT") or "pluto")
+    name = _text("name", name) if name else new_name()
+    from_env = False
+    if run_id is None and os.environ.get("PLUTO_RUN_ID"):
+        run_id, from_env = os.environ["PLUTO_RUN_ID"], True
+    ref = classify_run_id(run_id) if run_id is not None else RunRef("external", new_run_id())
+    tags = normalize_tags(tags)
+    config = native_config(config)
+    settings = native_config(settings.to_dict() if hasattr(settings, "to_dict") else settings)
+    if settings is not None and not isinstance(settings, dict):
+        raise TypeError(f"settings must be a dict, got {type(settings).__name__}")
+    flush_interval = float((settings or {}).get("flush_interval", FLUSH_INTERVAL))
+    fork = None
+    if fork_run_id is not None:
+        fork = {"parent": _fork_parent(fork_run_id), "step": _fork_step(fork_step),
+                "inherit_config": inherit_config is not False,
+                "inherit_tags": bool(inherit_tags)}
+
+    j = Journal.open(dir)
+    writer_id = uuid.uuid4().hex
+    spill: Spill | None = None
+    try:
+        recover(j)
+        spill = _create_spill(j, writer_id)
+        with j.transaction():
+            run = _open_run(j, ref, from_env, resume, project, name, config, tags, settings,
+                            fork, writer_id, spill, flush_interval)
+    except BaseException:
+        if spill is not None:
+            spill.close(unlink=True)
+        j.close()
+        raise
+    lifecycle.register(run)
+    run._start()
+    autostart._maybe_start_daemon(j.path, settings)
+    return run
+
+
+def _open_run(j: Journal, ref: RunRef, from_env: bool, resume: bool, project: str, name: str,
+              config: Any, tags: list[str], settings: dict | None, fork: dict | None,
+              writer_id: str, spill: Spill, flush_interval: float) -> Run:
+    """Inside the init transaction: find or add the run row, journal create/resume, writer."""
+    row = _find_local(j, project, ref)
+    if fork is not None and "external" in fork["parent"]:
+        fork["parent"] = _local_parent(j, project, fork["parent"]["external"])
+    if row is None:
+        created = now_ms()
+        if ref.kind == "external":
+            if fork is not None and fork["inherit_config"] and "key" in fork["parent"]:
+                parent = _row_config(j, fork["parent"]["key"])
+                if isinstance(parent, dict) and isinstance(config, dict | None):
+                    config = deep_merge(parent, config or {})
+            key = add_run(j, project=project, run_id=ref.text, name=name,
+                          config=config if isinstance(config, dict) else {}, tags=tags,
+                          created_at=created)
+            append_event(j, key, "create", time=created, payload={
+                "name": name, "config": config if config is not None else {}, "tags": tags,
+                "settings": settings, "fork": fork})
+            state = (config if config is not None else {}, tags, 0, set(), set(), False)
+        else:  # a server run this journal does not know: the daemon resolves the ref
+            key = add_run(j, project=project, run_id=ref.text, name=name, ref_kind=ref.kind,
+                          config=config if isinstance(config, dict) else {}, created_at=created)
+            append_event(j, key, "resume", time=created, payload={"by": ref.kind})
+            _resume_config(j, key, {}, config)
+            state = (config if config is not None else {}, [], 0, set(), set(), True)
+            fork = None
+    else:
+        if (ref.kind == "external" and row.ref_kind == "external" and not resume
+                and not from_env):
+            raise RunExistsError(
+                f"Run with externalId '{ref.text}' already exists. This often happens when "
+                "random.seed() or L.seed_everything() makes run IDs deterministic. Pass "
+                "resume=True to pluto.init() to intentionally reattach, or use a unique run_id.")
+        key = row.key
+        append_event(j, key, "resume", payload={"by": row.ref_kind})
+        merged = _resume_config(j, key, row.config, config)
+        metric_names, data_names = _logged_names(j, key)
+        state = (merged, list(row.tags), last_step(j, key) or 0, metric_names, data_names, True)
+        ref, name, fork = RunRef(row.ref_kind, row.run_id), row.name or name, None
+    add_writer(j, key, writer_id, os.getpid(), _HOST)
+    cfg, tags, step, metric_names, data_names, resumed = state
+    return Run(journal=j, key=key, run_id=ref.text, ref_kind=ref.kind, project=project,
+               name=name, config=cfg, tags=tags, step=step, writer_id=writer_id, spill=spill,
+               metric_names=metric_names, data_names=data_names, resumed=resumed, fork=fork,
+               flush_interval=flush_interval)
+
+
+def _find_local(j: Journal, project: str, ref: RunRef) -> RunRow | None:
+    """The run row a ref names in this journal: by run_id, or by the server's id / display id."""
+    row = find_run(j, project=project, run_id=ref.text, ref_kind=ref.kind)
+    if row is None and ref.kind == "id":
+        row = find_run_by_server_ref(j, server_id=int(ref.text))
+    elif row is None and ref.kind == "display":
+        row = find_run_by_server_ref(j, display_id=ref.text, project=project)
+    return row
+
+
+def _resume_config(j: Journal, key: int, current: Any, given: Any) -> Any:
+    """A config given when resuming is merged in, and journaled as a ``config`` delta."""
+    if not isinstance(given, dict) or not given:
+        return current
+    merged = deep_merge(current if isinstance(current, dict) else {}, given)
+    append_event(j, key, "config", payload=given)
+    set_run_state(j, key, config=merged)
+    return merged
+
+
+def _logged_names(j: Journal, key: int) -> tuple[set[str], set[str]]:
+    names: dict[str, set[str]] = {"METRIC": set(), "DATA": set()}
+    for (payload,) in j.conn.execute(
+        "SELECT payload FROM events WHERE run = ? AND kind = 'lognames'", (key,)
+    ):
+        p = json.loads(payload)
+        names.setdefault(p["type"], set()).update(p["names"])
+    return names["METRIC"], names["DATA"]
+
+
+def _row_config(j: Journal, key: int) -> Any:
+    row = j.conn.execute("SELECT config FROM runs WHERE key = ?", (key,)).fetchone()
+    return json.loads(row[0]) if row else None
+
+
+def _fork_parent(fork_run_id: Any) -> dict:
+    """``{"id": n}``, ``{"display_id": s}``, or ``{"external": s}`` (resolved in the journal)."""
+    if isinstance(fork_run_id, bool) or not isinstance(fork_run_id, int | str):
+        raise ValueError(_bad_fork(fork_run_id))
+    ref = classify_run_id(fork_run_id) if fork_run_id != "" else RunRef("external", "")
+    if ref.kind == "id":
+        return {"id": int(ref.text)}
+    if ref.kind == "display":
+        return {"display_id": ref.text}
+    return {"external": ref.text}
+
+
+def _local_parent(j: Journal, project: str, run_id: str) -> dict:
+    row = find_run(j, project=project, run_id=run_id) if run_id else None
+    if row is None:
+        raise ValueError(_bad_fork(run_id))
+    return {"key": row.key}
+
+
+def _bad_fork(value: Any) -> str:
+    return ('fork_run_id must be a numeric run ID, a display ID (e.g. "T0-123") or the run_id '
+            f"of a run in this journal, got: {value!r}")
+
+
+def _fork_step(step: Any) -> int:
+    if isinstance(step, bool):
+        raise TypeError(f"fork_step must be an int, got {step!r}")
+    try:
+        return operator.index(step)
+    except TypeError:
+        raise TypeError(f"fork_step must be an int, got {type(step).__name__}") from None
+
+
+def _text(what: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a str, got {type(value).__name__}")
+    return clean_chars(value)
+
+
+def _create_spill(j: Journal, writer_id: str) -> Spill:
+    try:
+        return Spill.create(j.spill_dir, writer_id)
+    except OSError as exc:
+        raise JournalError(f"cannot create the spill file in {j.spill_dir}: {exc.strerror}; "
+                           "check the directory's permissions and free space") from exc
+
+
+def log(data: dict[str, Any], step: int | None = None, timestamp: float | None = None) -> None:
+    """``log()`` on the most recently started open run."""
+    run = lifecycle.latest()
+    if run is None:
+        raise RuntimeError("pluto_offline.log() called before pluto_offline.init()")
+    run.log(data, step=step, timestamp=timestamp)
+
+
+def finish(run: Run | None = None) -> None:
+    """Finish ``run``, or every open run (COMPLETED). Never raises."""
+    if run is not None:
+        run.finish()
+        return
+    for r in list(ops):
+        r.finish()

@@ -1,0 +1,107 @@
+"""Value rules shared by ``init`` and the run: config merging, tags, logged-value routing.
+
+The fast path in ``Run.log`` handles plain ``float``/``int`` values itself; everything else
+comes here::
+
+    >>> route(0.5), route(True), route("warmup")
+    (('metric', 0.5), ('drop', 'a bool is not a metric'), ('data', 'warmup'))
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable
+from typing import Any
+
+STRING_SERIES_MAX_LEN = 200
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    """A new dict: ``override`` merged into ``base``, recursively for dict-valued keys."""
+    merged = dict(base)
+    for key, value in override.items():
+        old = merged.get(key)
+        if isinstance(old, dict) and isinstance(value, dict):
+            merged[key] = deep_merge(old, value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def native_config(config: Any) -> Any:
+    """JSON-native copy of a config: keys made str, tuples made lists, other values ``str()``.
+
+    A round trip through JSON, so what the run holds is exactly what the journal holds.
+    """
+    if config is None:
+        return None
+    if hasattr(config, "to_container"):  # OmegaConf without importing it
+        config = config.to_container(resolve=True)
+    return json.loads(json.dumps(_keys_to_str(config), default=str))
+
+
+def _keys_to_str(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _keys_to_str(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_keys_to_str(v) for v in obj]
+    return obj
+
+
+def normalize_tags(tags: str | Iterable[str] | None) -> list[str]:
+    """A string or any iterable of strings → a deduplicated list, order kept."""
+    if tags is None:
+        return []
+    items = [tags] if isinstance(tags, str) else list(tags)
+    out: list[str] = []
+    for t in items:
+        if not isinstance(t, str):
+            raise TypeError(f"tags must be strings, got {type(t).__name__}: {t!r}")
+        if t not in out:
+            out.append(t)
+    return out
+
+
+def route(value: Any) -> tuple[str, Any]:
+    """Where one logged value goes: ``('metric', number)``, ``('data', str)`` or ``('drop', why)``.
+
+    Mirrors the stock SDK: numbers and ``.item()`` scalars are metrics (NaN/±inf kept), a list
+    keeps its last element, a str of ≤ 200 chars is a string series, the rest is dropped.
+    """
+    if isinstance(value, list):
+        if not value:
+            return ("drop", "an empty list has no value")
+        value = value[-1]
+    if isinstance(value, bool):
+        return ("drop", "a bool is not a metric")
+    if isinstance(value, (int, float)):
+        return ("metric", value)
+    if isinstance(value, str):
+        if len(value) > STRING_SERIES_MAX_LEN:
+            return ("drop", f"a string of {len(value)} chars (> {STRING_SERIES_MAX_LEN}) is not a state label")
+        return ("data", value)
+    item = getattr(value, "item", None)
+    if callable(item):
+        try:
+            scalar = item()
+        except Exception as exc:  # a tensor of many elements, for one
+            return ("drop", f".item() failed: {type(exc).__name__}: {exc}")
+        if isinstance(scalar, (int, float)) and not isinstance(scalar, bool):
+            return ("metric", scalar)
+        return ("drop", f".item() gave a {type(scalar).__name__}")
+    return ("drop", f"a {type(value).__name__} is not a metric")
+
+
+def check_timestamp(timestamp: Any) -> float | None:
+    """A usable epoch-seconds timestamp, or None (meaning now) for anything invalid."""
+    if timestamp is None:
+        return None
+    if (
+        isinstance(timestamp, bool)
+        or not isinstance(timestamp, (int, float))
+        or not math.isfinite(timestamp)
+        or timestamp <= 0
+    ):
+        return None
+    return float(timestamp)
