@@ -1,0 +1,159 @@
+"""Every returned log() survives SIGKILL; many writer processes share one journal."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import time
+
+from pluto_offline import journal, spill
+
+from .conftest import child_env, events, metric_lines, run_child, script
+
+LOGGER = """
+import sys, pluto_offline as pluto
+run = pluto.init(dir=sys.argv[1], project="p", run_id=sys.argv[2],
+                 settings={"flush_interval": float(sys.argv[3])})
+print("ready", flush=True)
+step = 0
+while True:
+    step += 1
+    run.log({"a": step * 0.5, "b": step, "c": -step / 3}, step=step)
+    sys.stdout.write(f"{step}\\n")
+    sys.stdout.flush()
+"""
+
+
+def _kill_at_random(jdir, run_id: str, flush_interval: float, rng: random.Random) -> list[int]:
+    p = subprocess.Popen(script(LOGGER) + [str(jdir), run_id, str(flush_interval)],
+                         stdout=subprocess.PIPE, text=True, env=child_env())
+    assert p.stdout.readline().strip() == "ready"
+    time.sleep(rng.uniform(0.01, 0.4))
+    p.send_signal(signal.SIGKILL)
+    out, _ = p.communicate(timeout=30)
+    return [int(x) for x in out.split()]  # a torn last line cannot parse as a bigger step
+
+
+def test_sigkill_at_random_moments_loses_no_returned_log(jdir):
+    rng = random.Random(1234)
+    for round_ in range(6):
+        run_id = f"round-{round_}"
+        printed = _kill_at_random(jdir, run_id, rng.choice([0.002, 0.05, 3600.0]), rng)
+        assert printed, "the child logged nothing before the kill"
+        j = journal.Journal.open(jdir)
+        journal.recover(j)
+        key = journal.find_run(j, project="p", run_id=run_id).key
+        j.close()
+        got = {m["step"]: m["data"] for m in metric_lines(jdir, key)}
+        missing = [s for s in printed if got.get(s) != {"a": s * 0.5, "b": s, "c": -s / 3}]
+        assert not missing, f"round {round_}: {len(missing)} of {len(printed)} steps lost"
+        assert len(got) >= len(printed)
+        assert not list((jdir / "spill").iterdir())
+        assert all(w["ended_how"] == "killed" for w in journal.writers(journal.Journal.open(jdir)))
+
+
+WRITER = """
+import sys, pluto_offline as pluto
+k, n = sys.argv[2], int(sys.argv[3])
+run = pluto.init(dir=sys.argv[1], project="p", run_id="shared", resume=True)
+for i in range(1, n + 1):
+    run.log({f"w{k}": float(i)}, step=i)
+    if i % 100 == 0:
+        run.update_config({f"w{k}": i})
+run.close()
+"""
+
+
+def test_concurrent_writer_processes(jdir):
+    journal.Journal.open(jdir).close()
+    n, procs = 1000, 6
+    ps = [subprocess.Popen(script(WRITER) + [str(jdir), str(k), str(n)], env=child_env(),
+                           stderr=subprocess.PIPE, text=True) for k in range(procs)]
+    for p in ps:
+        assert p.wait(timeout=120) == 0, p.stderr.read()
+    evs = events(jdir)
+    assert len({e.run for e in evs}) == 1
+    for k in range(procs):
+        name = f"w{k}"
+        order = []  # (seq, what) for this process's facts
+        for e in evs:
+            if e.kind == "metrics":
+                for line in e.payload.split("\n"):
+                    d = json.loads(line)
+                    if name in d["data"]:
+                        assert d["data"][name] == float(d["step"])
+                        order.append((e.seq, "m", d["step"]))
+            elif e.kind == "config" and name in e.data():
+                order.append((e.seq, "c", e.data()[name]))
+        assert sorted(s for _, w, s in order if w == "m") == list(range(1, n + 1))
+        # journal order = this process's call order: config i after metrics <= i, before > i
+        assert [(w, s) for _, w, s in sorted(order, key=lambda x: (x[0], x[1] == "c"))] == [
+            x for i in range(1, n + 1) for x in ([("m", i)] + ([("c", i)] if i % 100 == 0 else []))]
+    assert [e.kind for e in evs].count("close") == procs
+
+
+def test_two_recoverers_fold_an_orphan_once(jdir):
+    printed = _kill_at_random(jdir, "orphan", 3600.0, random.Random(7))
+    recoverer = """
+import sys
+from pluto_offline import journal
+j = journal.Journal.open(sys.argv[1])
+print(journal.recover(j))
+"""
+    ps = [subprocess.Popen(script(recoverer) + [str(jdir)], stdout=subprocess.PIPE, text=True,
+                           env=child_env()) for _ in range(4)]
+    folded = [int(p.communicate(timeout=60)[0]) for p in ps]
+    steps = [m["step"] for m in metric_lines(jdir)]
+    assert sorted(steps) == sorted(set(steps))  # nothing folded twice
+    assert set(printed) <= set(steps)
+    assert sum(folded) == len(steps)
+
+
+def test_torn_records_are_ignored(tmp_path):
+    s = spill.Spill.create(tmp_path, "w")
+    for i in range(3):
+        s.append(b"record-%d" % i)
+    off = s.wpos
+    s.append(b"torn")
+    s.mm[off:off + 8] = b"\0" * 8  # killed before the length and crc were written
+    payloads, last = spill.scan(s.mm, 0)
+    assert payloads == [b"record-0", b"record-1", b"record-2"] and last == 3
+    assert spill.scan(s.mm, 2) == ([b"record-2"], 3)
+    s.mm[spill.HEADER_SIZE + 20] ^= 0xFF  # a damaged payload fails its crc
+    assert spill.scan(s.mm, 0) == ([], 0)
+    s.close(unlink=True)
+
+
+def test_spill_grows_and_wraps(jdir, monkeypatch):
+    import pluto_offline as pluto
+
+    monkeypatch.setattr(spill, "INITIAL_SIZE", 4096)
+    monkeypatch.setattr(spill, "MAX_SIZE", 16384)
+    run = pluto.init(dir=jdir, project="p", settings={"flush_interval": 3600})
+    for i in range(1, 2001):
+        run.log({"x": float(i)})
+    assert run._spill.size == 16384
+    run.finish()
+    assert [m["step"] for m in metric_lines(jdir)] == list(range(1, 2001))
+
+
+def test_live_writers_are_seen_and_left_alone(jdir):
+    import pluto_offline as pluto
+
+    run = pluto.init(dir=jdir, project="p", settings={"flush_interval": 3600})
+    run.log({"x": 1.0})
+    j = journal.Journal.open(jdir)
+    assert journal.live_writer_ids(j) == {run._writer_id}
+    assert journal.recover(j) == 0  # a live writer's spill is its own
+    r = run_child("""
+import sys
+from pluto_offline import journal
+j = journal.Journal.open(sys.argv[1])
+print(journal.recover(j), sorted(journal.live_writer_ids(j)))
+""", str(jdir))
+    assert r.stdout.split(None, 1) == ["0", f"['{run._writer_id}']\n"]
+    run.finish()
+    assert journal.live_writer_ids(j) == set()
+    assert len(metric_lines(jdir)) == 1
