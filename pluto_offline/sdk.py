@@ -84,7 +84,7 @@ def init(
                 "inherit_config": inherit_config is not False,
                 "inherit_tags": bool(inherit_tags)}
 
-    j = Journal.open(dir)
+    j = _open_journal(dir)
     writer_id = uuid.uuid4().hex
     spill: Spill | None = None
     try:
@@ -225,6 +225,14 @@ def _text(what: str, value: Any) -> str:
     if not isinstance(value, str):
         raise TypeError(f"{what} must be a str, got {type(value).__name__}")
     return clean_chars(value)
+
+
+def _open_journal(dir: str | os.PathLike[str] | None) -> Journal:
+    try:
+        return Journal.open(dir)
+    except OSError as exc:  # e.g. a parent directory we may not even look into
+        raise JournalError(f"cannot open the journal at {exc.filename or dir}: {exc.strerror}; "
+                           "choose a writable directory with dir= or PLUTO_DIR") from exc
 
 
 def _create_spill(j: Journal, writer_id: str) -> Spill:
