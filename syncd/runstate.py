@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from pluto_offline import journal
+from syncd import lock
 
 # Writer ends and journaled statuses -> the state shown to people.
 _STATE_OF = {
@@ -48,6 +49,7 @@ class RunStatus:
     last_error: str | None
     next_try: float | None
     conflict: str | None
+    daemon_pid: int | None  # the plutosync delivering this journal now, if any
     rejections: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
@@ -108,6 +110,7 @@ def journal_status(j: journal.Journal) -> list[RunStatus]:
         rejections.setdefault(r["run"], []).append(
             {"seq": r["seq"], "kind": r["kind"], "code": r["code"], "reason": r["reason"]}
         )
+    daemon = lock.holder(j.path)
     out = []
     for run in journal.all_runs(j):
         c = counts.get(run.key, {"total": 0, "pending": 0, "rejected": 0})
@@ -133,6 +136,7 @@ def journal_status(j: journal.Journal) -> list[RunStatus]:
             last_error=run.last_error,
             next_try=run.next_try,
             conflict=run.conflict,
+            daemon_pid=daemon if daemon and daemon > 0 else None,
             rejections=rejections.get(run.key, []),
         ))
     return out

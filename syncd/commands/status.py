@@ -99,7 +99,8 @@ def _print_table(rows: list[runstate.RunStatus], files: list[Path]) -> None:
     from rich.table import Table
 
     # piped into a file or a log: no terminal width to respect, so don't fold cells at 80
-    console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+    console = Console(highlight=False, soft_wrap=True,
+                      width=None if sys.stdout.isatty() else 200)
     if not rows:
         where = ", ".join(runstate.journal_label(f) for f in files)
         console.print(f"no runs in {where}")
@@ -137,6 +138,15 @@ def _print_table(rows: list[runstate.RunStatus], files: list[Path]) -> None:
     console.print(table)
     for note in notes:
         console.print(note)
+    for file in files:
+        label = escape(runstate.journal_label(file))
+        mine = [r for r in rows if r.journal == str(file)]
+        pid = next((r.daemon_pid for r in mine if r.daemon_pid), None)
+        if pid:
+            console.print(f"{label}: delivered by plutosync (pid {pid})")
+        elif any(r.pending for r in mine):
+            console.print(f"{label}: no plutosync is delivering it; start one with "
+                          f"`plutosync run --dir {label}` (or `plutosync push {label}`)")
     c = runstate.summary(rows)
     parts = [f"{c['runs']} run{'s' * (c['runs'] != 1)}", f"{c['synced']} synced"]
     if c["pending"]:

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import os
+import signal
 import sqlite3
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 from pluto_offline import journal as J
-from tests.ops.conftest import Builder, by_run_id, cli, status_json
+from tests.ops.conftest import ROOT, Builder, by_run_id, cli, needs_sdk, status_json
 
 
 def test_states_and_counts(builder: Builder, tmp_path: Path) -> None:
@@ -113,3 +119,65 @@ def test_error_messages(tmp_path: Path) -> None:
     res = cli("status", "--dir", str(foreign), "--json")
     assert res.returncode == 2 and "is not a pluto-offline journal" in res.stderr
     assert res.stdout == ""
+
+
+# One job per ending, driven by argv[2]; "wait" blocks on stdin until the test signals it.
+JOB = textwrap.dedent("""
+    import os, signal, sys
+    import pluto_offline as pluto
+    how = sys.argv[2]
+    run = pluto.init(dir=sys.argv[1], project="proj", run_id=how, name=how)
+    run.log({"x": 1.0})
+    run.flush()
+    print("ready", flush=True)
+    if how == "killed":
+        os.kill(os.getpid(), signal.SIGKILL)
+    if how in ("running", "terminated"):
+        sys.stdin.readline()
+    if how == "failed":
+        raise RuntimeError("boom")
+    if how == "closed":
+        run.close()
+""")
+
+
+@needs_sdk
+def test_states_from_real_jobs(tmp_path: Path) -> None:
+    jdir = tmp_path / "journal"
+    env = {**os.environ, "PLUTO_OFFLINE_AUTOSTART": "0"}
+    hows = ["running", "killed", "finished", "failed", "closed", "terminated"]
+    J.Journal.open(jdir).close()  # created once, not raced by six first inits
+    jobs = {how: subprocess.Popen([sys.executable, "-c", JOB, str(jdir), how], cwd=ROOT, env=env,
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.DEVNULL, text=True) for how in hows}
+    try:
+        for job in jobs.values():
+            assert job.stdout.readline().strip() == "ready"
+        jobs["terminated"].send_signal(signal.SIGTERM)
+        for how in ("killed", "finished", "failed", "closed", "terminated"):
+            jobs[how].wait(timeout=30)
+        rows = by_run_id(status_json(jdir))
+        assert {how: rows[how]["state"] for how in hows} == {how: how for how in hows}
+        assert rows["running"]["live_writers"] == 1
+        assert all(rows[h]["pending"] > 0 and not rows[h]["synced"] for h in hows)
+    finally:
+        jobs["running"].stdin.close()
+        for job in jobs.values():
+            job.kill()
+            job.wait()
+
+
+def test_names_the_daemon_delivering_the_journal(builder: Builder, tmp_path: Path) -> None:
+    builder.run("a", end="COMPLETED")
+    jdir = tmp_path / "journal"
+    res = cli("status", "--dir", str(jdir))
+    assert f"{jdir}: no plutosync is delivering it; start one with `plutosync run --dir {jdir}`" \
+        in res.stdout
+    fd = os.open(jdir / "journal.db.lock", os.O_CREAT | os.O_RDWR, 0o600)  # as syncd/lock.py
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.pwrite(fd, b"4242\n", 0)
+    try:
+        assert status_json(jdir)[0]["daemon_pid"] == 4242
+        assert f"{jdir}: delivered by plutosync (pid 4242)" in cli("status", "--dir", str(jdir)).stdout
+    finally:
+        os.close(fd)
