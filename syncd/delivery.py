@@ -74,8 +74,8 @@ class Delivery:
         }
         if p.get("tags"):
             body["tags"] = p["tags"]
-        if p.get("config"):
-            body["config"] = json.dumps(p["config"])
+        # No config in the create: an existing run with this externalId would get it merged
+        # before we could tell a conflict. It follows in a config update once the run is ours.
         if p.get("settings"):
             body["loggerSettings"] = json.dumps(p["settings"])
         try:
@@ -98,7 +98,10 @@ class Delivery:
             journal.record_error(self.j, row.key, "conflict", conflict=conflict)
             log.error("run %s: %s", ctx.label, conflict)
             raise Hold(conflict, stuck=True)
-        self._opened(ctx, ev, answer, "created" if not answer.get("resumed") else "re-attached")
+        if p.get("config"):
+            # Acked only with the create: after a crash in between, both are sent again.
+            self.client.update_config(int(answer["runId"]), json.dumps(p["config"]))
+        self._opened(ctx, ev, answer, "re-attached" if answer.get("resumed") and not replay else "created")
 
     def _resume(self, ctx: RunCtx, ev: journal.Event) -> None:
         row = ctx.row

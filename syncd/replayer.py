@@ -36,6 +36,7 @@ log = logging.getLogger("plutosync")
 BATCH_BYTES = 8 * 1024 * 1024  # one NDJSON request
 READ_CHUNK = 64  # events read per query: bounded memory whatever the backlog
 RUN_SLICE_S = 0.5  # a run's turn in a pass, so one backlog cannot starve a live run
+QUIET_S = 60.0  # the same trouble is logged at most once a minute
 
 
 class Hold(Exception):
@@ -131,6 +132,8 @@ class Replayer:
     _sched: dict[int, _Sched] = field(default_factory=dict)
     _net: _Gate = field(default_factory=_Gate)
     _auth: _Gate = field(default_factory=_Gate)
+    _warned: tuple[object, float] = (None, 0.0)  # (kind of trouble, when) last logged
+    _paused_at: float = 0.0
 
     def __post_init__(self) -> None:
         from syncd.delivery import Delivery  # the per-event requests
@@ -179,7 +182,7 @@ class Replayer:
 
     # ------------------------------------------------------------------ one run's turn
     def _deliver(self, row: journal.RunRow) -> None:
-        sched = self._sched[row.key]
+        sched = self._sched.setdefault(row.key, _Sched())
         ctx = RunCtx(row, row.server_id, row.acked_seq)
         cursor = Cursor(self.j, row.key, row.acked_seq)
         end = time.monotonic() + RUN_SLICE_S
@@ -211,10 +214,15 @@ class Replayer:
         delay = retry.next_delay(exc, gate.attempts) or 0.0
         gate.due = time.monotonic() + delay
         journal.record_error(self.j, ctx.row.key, exc.describe(), next_try=time.time() + delay)
+        now = time.monotonic()
         if self.server_state != "transient":
+            self.server_state, self._paused_at = "transient", now
+        # One line per kind of trouble per minute, however the server flaps.
+        kind = exc.code or "network"
+        if kind != self._warned[0] or now - self._warned[1] > QUIET_S:
             log.warning("delivery paused: %s; retrying with backoff, nothing is lost",
                         exc.describe())
-            self.server_state = "transient"
+            self._warned = (kind, now)
 
     def _auth_refused(self, ctx: RunCtx, exc: AuthError) -> None:
         self._auth.attempts += 1
@@ -230,7 +238,10 @@ class Replayer:
         self._net.attempts = self._auth.attempts = 0
         self.last_auth_error = None
         if self.server_state != "ok":
-            log.info("the server answers again: delivering")
+            # An outage or a refused key ends with a line; a flapping 5xx does not.
+            long = time.monotonic() - self._paused_at > QUIET_S / 10
+            if self.server_state == "auth" or self._warned[0] == "network" or long:
+                log.info("the server answers again: delivering")
             self.server_state = "ok"
 
     # ------------------------------------------------------------------ bookkeeping
