@@ -26,7 +26,7 @@ log = logging.getLogger("plutosync")
 
 POLL_S = 0.5
 RECOVER_EVERY_S = 2.0
-IDLE_GRACE_S = 2.0  # --exit-when-idle: idle this long (a job may be starting up)
+IDLE_GRACE_S = 1.0  # --exit-when-idle: idle this long (a job may be starting up)
 
 
 @dataclass
