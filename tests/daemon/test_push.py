@@ -1,0 +1,98 @@
+"""``plutosync push``: one-shot delivery of many journals, as a real process."""
+
+from __future__ import annotations
+
+import time
+
+from syncd.commands.push import find_journals
+from tests.fixtures.daemon import DaemonProcess, JournalBuilder, wait_for
+
+
+def _journal(path, run_id: str, steps: int = 300) -> int:
+    jb = JournalBuilder(path)
+    key = jb.run(run_id, tags=["pushed"])
+    jb.metrics(key, range(steps), per_event=50)
+    jb.status(key, "COMPLETED")
+    jb.close()
+    return key
+
+
+def push(server, tmp_path, *args: str, env: dict[str, str] | None = None) -> DaemonProcess:
+    """``plutosync push ARGS`` with its output in a log file under ``tmp_path``."""
+    return DaemonProcess(server, tmp_path / "push", *args, command="push",
+                         env={"COLUMNS": "200", **(env or {})})
+
+
+def test_push_delivers_many_journals_and_a_second_push_sends_nothing(tmp_path, pluto_server):
+    _journal(tmp_path / "a", "run-a")
+    _journal(tmp_path / "site" / "n1", "run-b")
+    _journal(tmp_path / "site" / "n2" / "journal.db", "run-c")
+    paths = [str(tmp_path / "a"), str(tmp_path / "site")]
+    assert len(find_journals(paths)) == 3
+
+    first = push(pluto_server, tmp_path, *paths)
+    assert first.wait(60) == 0, first.log()
+    assert "everything delivered" in first.log()
+    runs = {r["name"]: r for r in pluto_server.list_runs("proj")}
+    assert set(runs) == {"run-a", "run-b", "run-c"}
+    for run in runs.values():
+        assert run["status"] == "COMPLETED"
+        points = pluto_server.metrics(run["id"], "proj", "train/loss")
+        assert [p["step"] for p in points] == list(range(300))
+    before = pluto_server.request_counts()
+
+    again = push(pluto_server, tmp_path, *paths)
+    assert again.wait(60) == 0, again.log()
+    after = pluto_server.request_counts()
+    assert {k: v for k, v in after.items() if not k.startswith("/_admin")} == {
+        k: v for k, v in before.items() if not k.startswith("/_admin")}
+
+
+def test_push_respects_a_daemon_holding_the_journal(tmp_path, pluto_server):
+    _journal(tmp_path / "j", "held")
+    with DaemonProcess(pluto_server, tmp_path / "j") as daemon:
+        wait_for(lambda: "delivering" in daemon.log(), what="the daemon")
+        p = push(pluto_server, tmp_path, str(tmp_path / "j"))
+        assert p.wait(30) == 1
+        assert f"pid {daemon.pid}" in p.log()
+        daemon.terminate()
+
+
+def test_push_gives_up_after_the_timeout_naming_what_is_left(tmp_path, pluto_server):
+    _journal(tmp_path / "j", "unlucky")
+    pluto_server.stop()
+    start = time.monotonic()
+    p = push(pluto_server, tmp_path, str(tmp_path / "j"), "--timeout", "2")
+    assert p.wait(30) == 1
+    assert time.monotonic() - start < 15
+    text = p.log()
+    assert "proj/unlucky" in text and "events left" in text and "cannot reach" in text
+
+
+def test_push_with_a_bad_key_stops_at_once_and_says_so(tmp_path, pluto_server):
+    _journal(tmp_path / "j", "locked-out")
+    p = push(pluto_server, tmp_path, str(tmp_path / "j"), env={"PLUTO_API_KEY": "plt_not_this_one"})
+    assert p.wait(30) == 1
+    text = p.log()
+    assert "refused the API key" in text and "PLUTO_API_KEY" in text
+    assert "plt_not_this_one" not in text
+
+
+def test_push_lists_rejections_and_conflicts(tmp_path, pluto_server):
+    pluto_server.create_run("proj", "theirs", externalId="clash")
+    jb = JournalBuilder(tmp_path / "j")
+    jb.run("clash")
+    ok = jb.run("ok")
+    jb.event(ok, "tags", ["group:a", "group:b"])
+    jb.close()
+    p = push(pluto_server, tmp_path, str(tmp_path / "j"))
+    assert p.wait(30) == 1
+    text = p.log()
+    assert "already exists" in text and "proj/clash" in text
+    assert "rejected in" in text and "at most one group" in text
+
+
+def test_push_without_a_journal_is_a_usage_error(tmp_path, pluto_server):
+    p = push(pluto_server, tmp_path, str(tmp_path / "nothing-here"))
+    assert p.wait(30) == 2
+    assert "no journal found" in p.log()
