@@ -107,3 +107,15 @@ def _sdk_ready() -> bool:
 
 # Tests that drive the real SDK wait for it to land (pluto_offline.init).
 needs_sdk = pytest.mark.skipif(not _sdk_ready(), reason="pluto_offline.init is not built yet")
+
+
+def run_inproc(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """The CLI in this process (error paths: fast); returns (exit code, stdout, stderr)."""
+    from syncd.cli import main
+
+    try:
+        code = main(list(args))
+    except SystemExit as exc:  # argparse usage errors
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from pluto_offline import journal as J
-from tests.ops.conftest import ROOT, Builder, by_run_id, cli, needs_sdk, status_json
+from tests.ops.conftest import ROOT, Builder, by_run_id, cli, needs_sdk, run_inproc, status_json
 
 # A job that appends pairs of events in one transaction each, as fast as it can: a consistent
 # snapshot holds whole pairs only.
@@ -55,39 +55,42 @@ def test_export_is_a_private_consistent_journal(builder: Builder, tmp_path: Path
     snap.close()
 
 
-def test_export_refuses_and_explains(builder: Builder, tmp_path: Path) -> None:
+def test_export_refuses_and_explains(builder: Builder, tmp_path: Path, capsys) -> None:
     builder.run("a", end="COMPLETED")
     src = str(tmp_path / "journal")
     out = tmp_path / "x.db"
     out.write_text("keep me")
 
-    res = cli("export", "--dir", src, "--out", str(out))
-    assert res.returncode == 2
-    assert res.stderr.strip() == f"plutosync export: {out} exists; pass --force to replace it"
+    def export(*args: str) -> tuple[int, str, str]:
+        return run_inproc(capsys, "export", *args)
+
+    code, _, err = export("--dir", src, "--out", str(out))
+    assert code == 2
+    assert err.strip() == f"plutosync export: {out} exists; pass --force to replace it"
     assert out.read_text() == "keep me"
 
-    res = cli("export", "--dir", src, "--out", str(out), "--force", "--json")
-    assert res.returncode == 0, res.stderr
-    data = json.loads(res.stdout)
+    code, stdout, err = export("--dir", src, "--out", str(out), "--force", "--json")
+    assert code == 0, err
+    data = json.loads(stdout)
     assert (data["runs"], data["events"], data["out"]) == (1, 5, str(out))
     assert data["bytes"] == out.stat().st_size
 
-    res = cli("export", "--dir", src, "--out", str(tmp_path / "journal" / "journal.db"), "--force")
-    assert res.returncode == 2 and "is the journal itself" in res.stderr
+    code, _, err = export("--dir", src, "--out", str(tmp_path / "journal" / "journal.db"), "--force")
+    assert code == 2 and "is the journal itself" in err
 
-    res = cli("export", "--dir", src, "--out", str(tmp_path / "no" / "such" / "x.db"))
-    assert res.returncode == 2
-    assert f"cannot write {tmp_path}/no/such/x.db: no such directory" in res.stderr
+    code, _, err = export("--dir", src, "--out", str(tmp_path / "no" / "such" / "x.db"))
+    assert code == 2
+    assert f"cannot write {tmp_path}/no/such/x.db: no such directory" in err
 
-    res = cli("export", "--dir", src, "--out", str(tmp_path))
-    assert res.returncode == 2 and "is a directory: give a file name" in res.stderr
+    code, _, err = export("--dir", src, "--out", str(tmp_path))
+    assert code == 2 and "is a directory: give a file name" in err
 
-    res = cli("export", "--dir", str(tmp_path / "missing"), "--out", str(tmp_path / "y.db"))
-    assert res.returncode == 2 and "plutosync export: no journal at" in res.stderr
+    code, _, err = export("--dir", str(tmp_path / "missing"), "--out", str(tmp_path / "y.db"))
+    assert code == 2 and "plutosync export: no journal at" in err
     assert not (tmp_path / "y.db").exists()
 
-    res = cli("export", "--dir", src)
-    assert res.returncode == 2 and "--out" in res.stderr  # argparse: the option is required
+    code, _, err = export("--dir", src)
+    assert code == 2 and "--out" in err  # argparse: the option is required
 
 
 def test_export_while_a_job_writes(tmp_path: Path) -> None:
@@ -139,5 +142,5 @@ def test_export_folds_a_dead_writers_spill(tmp_path: Path) -> None:
     assert rows["k"]["state"] == "killed"
     with sqlite3.connect(out) as c:
         batches = [p for (p,) in c.execute("SELECT payload FROM events WHERE kind = 'metrics'")]
-    points = [json.loads(line)["data"]["x"] for b in batches for line in b.splitlines()]
+    points = [data["x"] for b in batches for _, _, data in J.unpack_metrics(b)]
     assert points == list(range(50))

@@ -9,7 +9,7 @@ import pytest
 
 from pluto_offline import journal as J
 from syncd import retention
-from tests.ops.conftest import Builder, cli
+from tests.ops.conftest import Builder, cli, run_inproc
 
 DAY_MS = 86_400_000
 
@@ -75,14 +75,16 @@ def test_cli(builder: Builder, tmp_path: Path) -> None:
     assert len(_seqs(builder, key)) == 3
 
 
-def test_cli_errors(tmp_path: Path) -> None:
-    res = cli("prune", "--dir", str(tmp_path), "--older-than", "3x")
-    assert res.returncode == 2
-    assert "plutosync prune: cannot read the duration '3x': write a number and a unit" in res.stderr
-    res = cli("prune", "--dir", str(tmp_path), env={"PLUTOSYNC_RETENTION": "soon"})
-    assert res.returncode == 2 and "PLUTOSYNC_RETENTION: cannot read the duration 'soon'" in res.stderr
-    res = cli("prune", "--dir", str(tmp_path / "none"))
-    assert res.returncode == 2 and "plutosync prune: no journal at" in res.stderr
+def test_cli_errors(tmp_path: Path, capsys, monkeypatch) -> None:
+    code, _, err = run_inproc(capsys, "prune", "--dir", str(tmp_path), "--older-than", "3x")
+    assert code == 2
+    assert "plutosync prune: cannot read the duration '3x': write a number and a unit" in err
+    monkeypatch.setenv("PLUTOSYNC_RETENTION", "soon")
+    code, _, err = run_inproc(capsys, "prune", "--dir", str(tmp_path))
+    assert code == 2 and "PLUTOSYNC_RETENTION: cannot read the duration 'soon'" in err
+    monkeypatch.delenv("PLUTOSYNC_RETENTION")
+    code, _, err = run_inproc(capsys, "prune", "--dir", str(tmp_path / "none"))
+    assert code == 2 and "plutosync prune: no journal at" in err
     assert not (tmp_path / "none").exists()  # never creates a journal by mistake
 
 

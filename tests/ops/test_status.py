@@ -13,7 +13,7 @@ import textwrap
 from pathlib import Path
 
 from pluto_offline import journal as J
-from tests.ops.conftest import ROOT, Builder, by_run_id, cli, needs_sdk, status_json
+from tests.ops.conftest import ROOT, Builder, by_run_id, cli, needs_sdk, run_inproc, status_json
 
 
 def test_states_and_counts(builder: Builder, tmp_path: Path) -> None:
@@ -102,23 +102,25 @@ def test_default_dir_from_env(builder: Builder, tmp_path: Path) -> None:
     assert [r["run_id"] for r in rows] == ["a"]
 
 
-def test_error_messages(tmp_path: Path) -> None:
-    res = cli("status", "--dir", str(tmp_path / "nowhere"))
-    assert res.returncode == 2
-    assert res.stderr.startswith("plutosync status: no journal at ")
-    assert "check the path" in res.stderr
+def test_error_messages(tmp_path: Path, capsys) -> None:
+    code, _, err = run_inproc(capsys, "status", "--dir", str(tmp_path / "nowhere"))
+    assert code == 2
+    assert err.startswith("plutosync status: no journal at ") and "check the path" in err
 
     damaged = tmp_path / "damaged.db"
     damaged.write_bytes(b"this is not sqlite at all" * 200)
-    res = cli("status", "--dir", str(damaged))
-    assert res.returncode == 2 and "is damaged" in res.stderr and "plutosync export" in res.stderr
+    code, _, err = run_inproc(capsys, "status", "--dir", str(damaged))
+    assert code == 2 and "is damaged" in err and "plutosync export" in err
 
     foreign = tmp_path / "foreign.db"
     with sqlite3.connect(foreign) as c:
         c.execute("CREATE TABLE t (x)")
-    res = cli("status", "--dir", str(foreign), "--json")
-    assert res.returncode == 2 and "is not a pluto-offline journal" in res.stderr
-    assert res.stdout == ""
+    code, stdout, err = run_inproc(capsys, "status", "--dir", str(foreign), "--json")
+    assert code == 2 and "is not a pluto-offline journal" in err
+    assert stdout == ""
+    # a subprocess, as scripts see it: the message on stderr, exit 2, nothing on stdout
+    res = cli("status", "--dir", str(damaged), "--check")
+    assert (res.returncode, res.stdout) == (2, "") and "is damaged" in res.stderr
 
 
 # One job per ending, driven by argv[2]; "wait" blocks on stdin until the test signals it.
