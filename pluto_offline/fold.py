@@ -6,10 +6,11 @@ A record is the ``marshal`` of a tuple, written by ``Run.log``:
 - ``(step, time_ms, metrics, strings, new_metric_names, new_data_names)``: anything else.
 
 A batch of records becomes, in this order: ``lognames`` events for the new names, ``metrics``
-events (NDJSON, ≤ ``LINES_PER_EVENT`` lines each) and ``data`` events (string series)::
+events (packed records, ≤ ``LINES_PER_EVENT`` each) and ``data`` events (string series,
+NDJSON)::
 
     with j.transaction():
-        write(j, run_key, writer_id, decode(payloads), last_number)
+        write(j, run_key, writer_id, payloads, last_number)
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import json
 import marshal
 from typing import TYPE_CHECKING, Any
 
-from pluto_offline.journal import append_events
+from pluto_offline.journal import append_events, pack_metrics
 
 if TYPE_CHECKING:
     from pluto_offline.journal import Journal
@@ -31,54 +32,66 @@ def decode(payloads: list[bytes]) -> list[tuple]:
     return [marshal.loads(p) for p in payloads]
 
 
+def _is_plain(payload: bytes) -> bool:
+    """Whether a record is the fast path's ``(step, time_ms, metrics)``: a 3-item small tuple
+    (marshal type ``)``, possibly with its ref flag), told apart without decoding it."""
+    return payload[0] & 0x7F == 0x29 and payload[1] == 3
+
+
 def ndjson(lines: list[dict[str, Any]]) -> str:
     """NDJSON of dicts that each start with a ``"time"`` key, in one C-level encode.
 
     Safe because an unescaped ``"`` cannot occur inside a JSON string, and a ``}`` followed by
-    ``,{"time":`` only occurs between two lines (metric values are numbers).
+    ``,{"time":`` only occurs between two lines (string-series data are strings).
     """
     return _compact(lines)[1:-1].replace('},{"time":', '}\n{"time":')
 
 
-def rows(run_key: int, records: list[tuple]) -> list[tuple]:
-    """``(run, kind, time, step, payload)`` event rows for a batch of records."""
+def rows(run_key: int, payloads: list[bytes]) -> list[tuple]:
+    """``(run, kind, time, step, payload)`` event rows for a batch of spill records.
+
+    Plain metric records go into the ``metrics`` payload as they are (packed, see
+    ``journal.pack_metrics``): no float is formatted in the training process.
+    """
     out: list[tuple] = []
-    if not records:
-        return out
     new_metric: list[str] = []
     new_data: list[str] = []
-    metric_lines: list[dict] = []
+    metric_records: list[bytes] = []
     data_lines: list[dict] = []
-    for rec in records:
-        if len(rec) == 3:
-            if rec[2]:
-                metric_lines.append({"time": rec[1], "step": rec[0], "data": rec[2]})
+    t0 = None
+    for p in payloads:
+        if _is_plain(p):
+            metric_records.append(p)
             continue
-        step, t, metrics, strings, names_m, names_d = rec
+        step, t, metrics, strings, names_m, names_d = marshal.loads(p)
+        t0 = t if t0 is None else t0
         if metrics:
-            metric_lines.append({"time": t, "step": step, "data": metrics})
-        if names_m:
-            new_metric.extend(names_m)
-        if names_d:
-            new_data.extend(names_d)
+            metric_records.append(marshal.dumps((step, t, metrics)))
+        new_metric.extend(names_m)
+        new_data.extend(names_d)
         for name, text in strings.items():
             data_lines.append({"time": t, "data": text, "dataType": "string-series",
                                "logName": name, "step": step})
-    t0 = records[0][1]
+    if t0 is None and metric_records:
+        t0 = marshal.loads(metric_records[0])[1]
     if new_metric:
         out.append((run_key, "lognames", t0, None,
                     json.dumps({"type": "METRIC", "names": list(dict.fromkeys(new_metric))})))
     if new_data:
         out.append((run_key, "lognames", t0, None,
                     json.dumps({"type": "DATA", "names": list(dict.fromkeys(new_data))})))
-    for kind, lines in (("metrics", metric_lines), ("data", data_lines)):
-        for i in range(0, len(lines), LINES_PER_EVENT):
-            chunk = lines[i:i + LINES_PER_EVENT]
-            out.append((run_key, kind, chunk[0]["time"], chunk[-1]["step"], ndjson(chunk)))
+    for i in range(0, len(metric_records), LINES_PER_EVENT):
+        chunk = metric_records[i:i + LINES_PER_EVENT]
+        first, last = marshal.loads(chunk[0]), marshal.loads(chunk[-1])
+        out.append((run_key, "metrics", first[1], last[0], pack_metrics(chunk)))
+    for i in range(0, len(data_lines), LINES_PER_EVENT):
+        chunk = data_lines[i:i + LINES_PER_EVENT]
+        out.append((run_key, "data", chunk[0]["time"], chunk[-1]["step"], ndjson(chunk)))
     return out
 
 
-def write(j: Journal, run_key: int, writer_id: str, records: list[tuple], last_number: int) -> None:
+def write(j: Journal, run_key: int, writer_id: str, payloads: list[bytes],
+          last_number: int) -> None:
     """Append the batch's events and record ``last_number`` as folded (inside a transaction)."""
-    append_events(j, rows(run_key, records))
+    append_events(j, rows(run_key, payloads))
     j.conn.execute("UPDATE writers SET folded = ? WHERE id = ?", (last_number, writer_id))

@@ -702,7 +702,8 @@ def metrics_ndjson(payload: bytes | str | None) -> str:
         return ""
     if isinstance(payload, str):
         return payload
-    lines = [{"time": t, "step": s, "data": d} for s, t, d in unpack_metrics(payload)]
+    # a log({}) call advances the step but has nothing to send
+    lines = [{"time": t, "step": s, "data": d} for s, t, d in unpack_metrics(payload) if d]
     # One C-level encode for the batch; an unescaped '"' cannot occur inside a JSON string
     # and metric values are numbers, so '},{"time":' only occurs between two lines.
     return _compact_json(lines)[1:-1].replace('},{"time":', '}\n{"time":')

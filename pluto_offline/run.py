@@ -188,7 +188,7 @@ class Run:
                 start = self._spill.rpos
                 if start == end and extra is None:
                     return
-                records = fold.decode(self._spill.read(start, end)) if end != start else []
+                records = self._spill.read(start, end) if end != start else []
                 try:
                     with self._j.transaction():
                         if records:

@@ -248,7 +248,7 @@ def _recover_one(j: Journal, path: Path, writer_id: str) -> int:
                     run_key, after = row
                     payloads, last = scan(buf, after)
                     if payloads:
-                        fold.write(j, run_key, writer_id, fold.decode(payloads), last)
+                        fold.write(j, run_key, writer_id, payloads, last)
                         folded = len(payloads)
                     end_writer(j, writer_id, "killed")
         finally:

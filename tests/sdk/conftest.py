@@ -64,11 +64,11 @@ def events(jdir: Path, kind: str | None = None, recover: bool = True) -> list[jo
 
 
 def metric_lines(jdir: Path, run: int | None = None) -> list[dict]:
-    """Every NDJSON line of the ``metrics`` events, in journal order."""
+    """Every line of the ``metrics`` events as plutosync sends it, in journal order."""
     out = []
     for e in events(jdir, "metrics"):
         if run is None or e.run == run:
-            out += [json.loads(line) for line in e.payload.split("\n")]
+            out += [json.loads(line) for line in journal.metrics_ndjson(e.payload).split("\n")]
     return out
 
 

@@ -171,7 +171,7 @@ def test_log_values_and_steps(jdir, caplog):
     assert lines[1]["data"]["c"] == -math.inf
     assert lines[2] == {"time": lines[2]["time"], "step": 10, "data": {"a": 0.5, "n": 3, "l": 2.0}}
     assert len(lines) == 3
-    raw = events(jdir, "metrics")[0].payload
+    raw = journal.metrics_ndjson(events(jdir, "metrics")[0].payload)
     assert "NaN" in raw and "-Infinity" in raw
     data = [json.loads(x) for e in events(jdir, "data") for x in e.payload.split("\n")]
     assert data == [{"time": data[0]["time"], "data": "warmup", "dataType": "string-series",
@@ -193,7 +193,7 @@ def test_lognames_come_before_first_use(jdir):
         if e.kind == "lognames":
             seen.update(e.data()["names"])
         elif e.kind == "metrics":
-            for line in e.payload.split("\n"):
+            for line in journal.metrics_ndjson(e.payload).split("\n"):
                 assert set(json.loads(line)["data"]) <= seen
 
 

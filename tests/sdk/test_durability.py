@@ -80,7 +80,7 @@ def test_concurrent_writer_processes(jdir):
         order = []  # (seq, what) for this process's facts
         for e in evs:
             if e.kind == "metrics":
-                for line in e.payload.split("\n"):
+                for line in journal.metrics_ndjson(e.payload).split("\n"):
                     d = json.loads(line)
                     if name in d["data"]:
                         assert d["data"][name] == float(d["step"])
