@@ -60,6 +60,7 @@ class ExportResult:
     pending: int
     live_runs: list[str]
     recovered: int
+    notes: list[str]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -79,10 +80,18 @@ def export(source: str | None, out: Path, *, force: bool = False) -> ExportResul
     src_file = journal_file(source)
     _check_target(src_file, out, force=force)
     recovered = 0
+    notes: list[str] = []
     readonly = not is_writable(src_file)
+    if readonly:
+        notes.append("the journal is read-only here: spill files of jobs that died were not "
+                     "folded in, so their last records are not in the snapshot")
     with open_existing(source, readonly=readonly) as src:
         if not readonly:
-            recovered = journal.recover(src)  # a dead writer's spill is otherwise left out
+            try:
+                recovered = journal.recover(src)  # a dead writer's spill is otherwise left out
+            except (OSError, sqlite3.DatabaseError, journal.JournalError) as exc:
+                notes.append(f"could not fold the spill files of jobs that died ({exc}); "
+                             "their last records are not in the snapshot")
         live = _live_run_names(src)
         tmp = out.parent / f".{out.name}.{os.getpid()}.tmp"
         try:
@@ -100,7 +109,7 @@ def export(source: str | None, out: Path, *, force: bool = False) -> ExportResul
                 tmp.unlink()
     return ExportResult(
         source=str(src_file), out=str(out), bytes=out.stat().st_size, journal_id=src.id,
-        live_runs=live, recovered=recovered, **counts,
+        live_runs=live, recovered=recovered, notes=notes, **counts,
     )
 
 
@@ -167,6 +176,8 @@ def run(args: argparse.Namespace) -> int:
           f"{res.pending} not yet delivered")
     if res.recovered:
         print(f"folded {res.recovered} records from the spill files of jobs that died")
+    for note in res.notes:
+        print(f"note: {note}")
     if res.live_runs:
         print(f"still running: {', '.join(res.live_runs)}; the snapshot has what they had "
               "committed (their last <= 50 ms of log() calls may be missing): export again "

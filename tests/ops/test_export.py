@@ -144,3 +144,19 @@ def test_export_folds_a_dead_writers_spill(tmp_path: Path) -> None:
         batches = [p for (p,) in c.execute("SELECT payload FROM events WHERE kind = 'metrics'")]
     points = [data["x"] for b in batches for _, _, data in J.unpack_metrics(b)]
     assert points == list(range(50))
+
+
+def test_export_says_when_it_could_not_fold_spills(builder: Builder, tmp_path: Path, capsys,
+                                                   monkeypatch) -> None:
+    builder.run("a", end="COMPLETED")
+
+    def refuse(j: J.Journal) -> int:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(J, "recover", refuse)
+    code, stdout, err = run_inproc(capsys, "export", "--dir", str(tmp_path / "journal"),
+                                   "--out", str(tmp_path / "s.db"))
+    assert code == 0, err
+    assert "note: could not fold the spill files of jobs that died" in stdout
+    assert "their last records are not in the snapshot" in stdout
+    assert (tmp_path / "s.db").exists()
