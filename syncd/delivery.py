@@ -259,7 +259,7 @@ class Delivery:
                         send: Callable[[int, str, bytes], None]) -> None:
         """Send a batch; on a refusal split it in halves until the bad events are found."""
         try:
-            send(ctx.server_id, ctx.row.project, _join(ev.payload for ev in events))
+            send(ctx.server_id, ctx.row.project, _join(_text(ev) for ev in events))
         except RejectedError as exc:
             if len(events) > 1:
                 mid = len(events) // 2
@@ -273,7 +273,7 @@ class Delivery:
     def _isolate_lines(self, ctx: RunCtx, ev: journal.Event,
                        send: Callable[[int, str, bytes], None], first: RejectedError) -> None:
         """Deliver the good lines of a refused event and record the bad ones."""
-        lines = [line for line in (ev.payload or "").split("\n") if line.strip()]
+        lines = [line for line in _text(ev).split("\n") if line.strip()]
         bad: list[tuple[int, int, RejectedError]] = []
         budget = [ISOLATE_BUDGET]
 
@@ -305,6 +305,11 @@ class Delivery:
         reason = (f"HTTP {err.code}: {n_bad} of {len(lines)} lines refused; first: "
                   f"{example} -> {err.reason}")
         self.r.rejected(ctx, ev, err, reason)
+
+
+def _text(ev: journal.Event) -> str:
+    """An ingest event's NDJSON (the SDK packs metrics; formatting them is our job)."""
+    return journal.metrics_ndjson(ev.payload) if ev.kind == "metrics" else (ev.payload or "")
 
 
 def _join(parts: Any) -> bytes:
