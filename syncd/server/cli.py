@@ -89,11 +89,13 @@ def serve(args: argparse.Namespace) -> int:
     threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
     threading.Thread(target=_reap_loop, args=(app, stop), name="reaper", daemon=True).start()
 
-    print(f"plutosync serve: listening on {url} (data: {db.path})")
-    print(f"  PLUTO_URL_API={url} PLUTO_URL_INGEST={url} PLUTO_URL_PY={url}")
+    banner = [
+        f"plutosync serve: listening on {url} (data: {db.path})",
+        f"  PLUTO_URL_API={url} PLUTO_URL_INGEST={url} PLUTO_URL_PY={url}",
+    ]
     if fresh_key:
-        print(f"  new API key (shown once): {fresh_key}")
-    sys.stdout.flush()
+        banner.append(f"  new API key (shown once): {fresh_key}")
+    print("\n".join(banner), flush=True)  # one write: readers see all of it or none
     stop.wait()
     server.shutdown()
     server.server_close()
