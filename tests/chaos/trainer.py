@@ -1,0 +1,127 @@
+"""The chaos workload: one process logging a known workload with ``pluto_offline``.
+
+    python tests/chaos/trainer.py SPEC.json
+
+The spec is a :class:`tests.chaos.schedule.Writer` as JSON plus ``dir``, ``project``,
+``report`` (the append-only report file) and, set by the runner at launch, ``run_ref`` (what to
+pass as ``run_id``) and ``fork_step``. Every call is reported on its own line **after it
+returned** (state changes also once before, as ``will``: a process killed in between may or
+may not have journaled it). Lines are written with one ``os.write`` on an ``O_APPEND`` file, so
+a signal never leaves half a line. Runs as a plain script: it needs only ``pluto_offline``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+import zlib
+from typing import Any
+
+_FD = -1
+
+
+def report(op: str, **fields: Any) -> None:
+    os.write(_FD, (json.dumps({"op": op, "t": time.time(), **fields}) + "\n").encode())
+
+
+def value(name: str, step: int) -> float:
+    """The value every writer logs for (name, step): the oracle recomputes it."""
+    return ((zlib.crc32(name.encode()) + step * 7919) % 100_003) / 7.0
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    # Chained to by the SDK's handler once it journaled TERMINATED.
+    report("end", how="sigterm")
+    os._exit(143)
+
+
+def _excepthook(tp: type, exc: BaseException, tb: object) -> None:
+    # Chained to by the SDK's hook once it journaled FAILED.
+    report("end", how="exception")
+    sys.stderr.write(f"chaos trainer: {tp.__name__}: {exc}\n")
+
+
+def _wait_file(path: str | None, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while path and not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def main(spec_path: str) -> int:
+    global _FD
+    with open(spec_path) as f:
+        spec = json.load(f)
+    _FD = os.open(spec["report"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    # Installed before init(): the SDK's own hooks run first, then chain to these.
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    sys.excepthook = _excepthook
+    import pluto_offline as pluto
+
+    kwargs: dict[str, Any] = {"dir": spec["dir"], "project": spec["project"],
+                              "name": spec["name"], "settings": {"autostart": False}}
+    role = spec["role"]
+    if role == "trainer":
+        kwargs.update(run_id=spec["run_id"], config=spec["config"], tags=list(spec["tags"]))
+    elif role == "fork":
+        kwargs.update(run_id=spec["run_id"], config=spec["config"], tags=list(spec["tags"]),
+                      fork_run_id=spec["parent"], fork_step=spec["fork_step"])
+    else:  # eval / resume: reattach to an existing run
+        kwargs.update(run_id=spec.get("run_ref") or spec["run_id"], resume=True)
+    run = pluto.init(**kwargs)
+    report("init", step=run.step, config=run.config, tags=list(run.tags), run_id=run.run_id,
+           pid=os.getpid())
+    ops = {}
+    for op in spec["ops"]:
+        ops.setdefault(op["index"], []).append(op)
+    names = spec["names"]
+    for i in range(spec["steps"]):
+        for op in ops.get(i, ()):
+            _state_change(run, op)
+        step = spec["first_step"] + i if spec["explicit_steps"] else run.step + 1
+        run.log({n: value(n, step) for n in names}, step=step if spec["explicit_steps"] else None)
+        if run.step != step:
+            report("bug", what=f"log() put step {run.step}, expected {step}")
+        report("log", step=step)
+        time.sleep(spec["interval"])
+    report("logged")
+    return _end(run, spec)
+
+
+def _state_change(run: Any, op: dict) -> None:
+    kind, arg = op["kind"], op["arg"]
+    if kind == "config":
+        report("will", kind="config", delta=arg)
+        run.update_config(arg)
+        report("did", kind="config", delta=arg, config=run.config)
+        return
+    after = list(run.tags) + [t for t in arg if t not in run.tags] if kind == "add_tags" \
+        else [t for t in run.tags if t not in arg]
+    report("will", kind="tags", tags=after)
+    (run.add_tags if kind == "add_tags" else run.remove_tags)(arg)
+    report("did", kind="tags", tags=list(run.tags))
+
+
+def _end(run: Any, spec: dict) -> int:
+    how = spec["end"]
+    if how in ("sigterm", "sigkill"):
+        while True:  # the runner ends this process
+            time.sleep(1)
+    _wait_file(spec.get("gate_file"))  # the eval attached to this run has closed
+    report("will", kind="end", how=how)
+    if how == "finish":
+        run.finish()
+    elif how == "fail":
+        run.finish(code=1)
+    elif how == "close":
+        run.close()
+    elif how == "exception":
+        raise RuntimeError("chaos: the training loop blew up")
+    report("end", how=how)  # atexit: the SDK finishes the run after this line
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))
