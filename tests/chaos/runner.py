@@ -310,8 +310,9 @@ class Runner:
     # ------------------------------------------------------------------ the drain
     def _drain(self) -> float | None:
         """Faults off, daemon up, wait until nothing is pending; seconds taken, None if stuck."""
-        self.fired += sum(r["fired"] for r in self.server.faults())
-        self.server.clear_faults()
+        if self.server.running:
+            self.fired += sum(r["fired"] for r in self.server.faults())
+            self.server.clear_faults()
         start = time.monotonic()
         self.daemon.start()
         while time.monotonic() - start < self.drain_timeout:
