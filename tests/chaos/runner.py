@@ -187,6 +187,10 @@ class Runner:
                     wp.proc.kill()
             daemon.stop()
             server.stop()
+        log = (self.workdir / "daemon.log")
+        text = log.read_text(errors="replace") if log.exists() else ""
+        if text.count("had marked it FAILED"):  # the daemon undid a reaper's FAILED
+            self.events["reaper_undone"] = text.count("had marked it FAILED")
         return Result(self.s.seed, counts, round(time.monotonic() - t0, 2),
                       None if drain_s is None else round(drain_s, 2), self.fired,
                       self.events, self.notes, str(self.workdir))

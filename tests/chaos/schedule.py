@@ -31,6 +31,7 @@ PATHS = ("/", "/", "/", "/ingest/metrics", "/ingest/metrics", "/api/runs/create"
          "/api/runs/status/update", "/api/runs/config/update", "/api/runs/tags/update",
          "/api/runs/details", "/api/runs/logName/add")
 
+REAPER_S = 1.0  # a reaper that bites: the daemon heartbeats every 5 s
 CLIENT_TIMEOUT = 1.5  # the daemon's HTTP timeout in chaos; stalls last longer than this
 
 
@@ -202,7 +203,11 @@ def build(seed: int) -> Schedule:
     if not daemon_from_start and offline_until is None:
         actions.append(Action(round(rng.uniform(1.0, horizon + 1), 3), "daemon_start"))
         notes.append("offline start")
+    reaper = (3600.0, 3600.0)  # out of the way, except in some schedules:
+    if rng.random() < 0.15:  # the server marks runs FAILED 1 s after their last heartbeat
+        reaper = (REAPER_S, REAPER_S)
+        notes.append("reaper 1s")
     return Schedule(seed=seed, project=f"chaos-{seed}", writers=tuple(writers),
                     actions=tuple(sorted(actions, key=lambda a: a.at)),
                     daemon_from_start=daemon_from_start, offline_until=offline_until,
-                    notes=tuple(notes))
+                    reaper=reaper, notes=tuple(notes))
