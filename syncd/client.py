@@ -7,6 +7,10 @@ every failure into one of four typed errors, so callers decide what to do by typ
 - :class:`AuthError`: 401/403, or an ingest 422 about the key (fix the key; keep everything);
 - :class:`RejectedError`: any other 4xx (this request will never succeed as is).
 
+An answer that is not what the Pluto contract promises (a 2xx that is not the expected JSON,
+an HTML page from a proxy, a redirect, a body over ``MAX_ANSWER_BYTES``) is a
+:class:`TransientError` too: nothing is acknowledged on the strength of it.
+
 The client itself never retries or sleeps: the replayer schedules retries per run with the
 policies in :mod:`syncd.retry`. The key never appears in an error message or a log line.
 """
@@ -27,6 +31,8 @@ from syncd.settings import Settings
 USER_AGENT = f"plutosync/{__version__}"
 # An ingest 422 names a bad line; one whose reason is about the credentials is an auth error.
 _KEY_REASON = re.compile(r"api[ _-]?key|unauthori[sz]ed|authenticat|bearer|token|credential", re.I)
+# Pluto's answers are small; a bigger one is a proxy or a broken server, never read whole.
+MAX_ANSWER_BYTES = 8 * 1024 * 1024
 
 
 class ClientError(Exception):
@@ -80,10 +86,10 @@ class PlutoClient:
 
     # ------------------------------------------------------------------ api service
     def create_run(self, body: dict[str, Any]) -> dict[str, Any]:
-        return self._api("POST", "/api/runs/create", body)
+        return _with_run_id(self._api("POST", "/api/runs/create", body), "/api/runs/create")
 
     def resume_run(self, body: dict[str, Any]) -> dict[str, Any]:
-        return self._api("POST", "/api/runs/resume", body)
+        return _with_run_id(self._api("POST", "/api/runs/resume", body), "/api/runs/resume")
 
     def update_status(
         self, run_id: int, status: str, *, metadata: str | None = None,
@@ -125,14 +131,14 @@ class PlutoClient:
         """The liveness ping; the answer may say ``{"status": "CANCELLED"}``."""
         resp = self._send("POST", self.settings.py_url + "/api/runs/trigger", "py",
                           json_body={"runId": run_id})
-        return _json(resp)
+        return self._json(resp, self.settings.py_url + "/api/runs/trigger")
 
     # ------------------------------------------------------------------ plumbing
     def _api(self, method: str, path: str, body: dict[str, Any] | None = None,
              params: dict[str, str] | None = None) -> dict[str, Any]:
         resp = self._send(method, self.settings.api_url + path, "api",
                           json_body=body, params=params)
-        return _json(resp)
+        return self._json(resp, self.settings.api_url + path)
 
     def _ingest(self, path: str, run_id: int, project: str, ndjson: bytes) -> None:
         headers = {
@@ -140,7 +146,11 @@ class PlutoClient:
             "X-Run-Id": str(run_id),
             "X-Project-Name": project,
         }
-        self._send("POST", self.settings.ingest_url + path, "ingest", data=ndjson, headers=headers)
+        url = self.settings.ingest_url + path
+        resp = self._send("POST", url, "ingest", data=ndjson, headers=headers)
+        if "html" in resp.headers.get("Content-Type", "").lower():
+            # the ingest service answers plain text: an HTML 200 is a proxy's page
+            raise self._protocol(resp, url, "an HTML page instead of the ingest service's answer")
 
     def _send(self, method: str, url: str, service: str, *, json_body: Any = None,
               data: bytes | None = None, headers: dict[str, str] | None = None,
@@ -150,12 +160,22 @@ class PlutoClient:
             data = json.dumps(json_body).encode()
             headers = {"Content-Type": "application/json", **(headers or {})}
         try:
+            # No redirects (as the stock client): a POST redirected is not delivered, and the
+            # key must not follow a Location; stream, so a huge answer is never read whole.
             resp = self.session.request(method, url, data=data, headers=headers, params=params,
-                                        timeout=self.timeout)
+                                        timeout=self.timeout, allow_redirects=False,
+                                        stream=True)
+            _read_bounded(resp, url)
         except requests.Timeout:
             raise TransientError(None, f"{_where(url)} timed out") from None
         except requests.RequestException as exc:
             raise TransientError(None, f"cannot reach {_where(url)} ({_short(exc)})") from None
+        if 300 <= resp.status_code < 400:
+            where = self._scrub(resp.headers.get("Location") or "nowhere")[:200]
+            raise TransientError(resp.status_code, (
+                f"{_where(url)} redirected to {where}; plutosync does not follow redirects: "
+                "set PLUTO_URL_API / PLUTO_URL_INGEST / PLUTO_URL_PY (or --server) to the "
+                "final address"))
         if resp.status_code < 300:
             return resp
         raise self._error(resp, service)
@@ -169,16 +189,53 @@ class PlutoClient:
             return TransientError(code, reason, retry_after=_retry_after(resp))
         return RejectedError(code, reason)
 
+    def _json(self, resp: requests.Response, url: str) -> dict[str, Any]:
+        """The JSON object a 2xx of the api/py services carries; anything else: protocol error."""
+        try:
+            value = resp.json()
+        except ValueError:
+            html = "html" in resp.headers.get("Content-Type", "").lower()
+            raise self._protocol(resp, url, "an HTML page" if html else "a body that is not JSON") \
+                from None
+        if not isinstance(value, dict):
+            raise self._protocol(resp, url, f"a JSON {type(value).__name__}, not an object")
+        return value
+
+    def _protocol(self, resp: requests.Response, url: str, what: str) -> TransientError:
+        return TransientError(resp.status_code, self._scrub(
+            f"protocol error: {_where(url)} answered HTTP {resp.status_code} with {what} "
+            f"({_snippet(resp)}); is a proxy in the way, or the URL wrong?"))
+
     def _scrub(self, text: str) -> str:
         return text.replace(self.settings.api_key, "***") if self.settings.api_key else text
 
 
-def _json(resp: requests.Response) -> dict[str, Any]:
+def _read_bounded(resp: requests.Response, url: str) -> None:
+    """Read the body into ``resp`` (``stream=True``), at most ``MAX_ANSWER_BYTES`` of it."""
+    body = bytearray()
     try:
-        value = resp.json()
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {"value": value}
+        for chunk in resp.iter_content(64 * 1024):
+            body += chunk
+            if len(body) > MAX_ANSWER_BYTES:
+                raise TransientError(resp.status_code, (
+                    f"{_where(url)} answered HTTP {resp.status_code} with more than "
+                    f"{MAX_ANSWER_BYTES >> 20} MiB; not read (a Pluto server's answers are small)"))
+    finally:
+        resp.close()  # a body not read to its end drops the connection, never drains it
+    resp._content = bytes(body)
+
+
+def _with_run_id(answer: dict[str, Any], path: str) -> dict[str, Any]:
+    run_id = answer.get("runId")
+    if isinstance(run_id, bool) or not isinstance(run_id, int):
+        raise TransientError(200, (
+            f"protocol error: {path} answered without a numeric runId "
+            f"(keys: {', '.join(sorted(answer))[:120] or 'none'}); is this a Pluto server?"))
+    return answer
+
+
+def _snippet(resp: requests.Response) -> str:
+    return " ".join((resp.text or "").split())[:80] or "empty"
 
 
 def _reason(resp: requests.Response) -> str:
@@ -221,7 +278,7 @@ def _short(exc: BaseException) -> str:
     for marker in ("Connection refused", "Connection reset", "Connection aborted",
                    "Name or service not known", "Temporary failure in name resolution",
                    "Remote end closed connection", "RemoteDisconnected", "SSLError",
-                   "CERTIFICATE_VERIFY_FAILED", "Network is unreachable"):
+                   "CERTIFICATE_VERIFY_FAILED", "Network is unreachable", "IncompleteRead"):
         if marker in text:
             return marker
     return type(exc).__name__
