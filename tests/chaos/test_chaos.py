@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from tests.chaos import oracle
 from tests.chaos.cli import FAST_SEEDS, summarize
 from tests.chaos.runner import Ctx, Result, run_schedule
 from tests.chaos.schedule import Schedule, Writer, build
+
+SOAK_SEED = 1000  # docs/reliability.md records this range's figures
 
 
 def _explain(r: Result) -> str:
@@ -35,8 +38,10 @@ def test_schedule(seed: int, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_soak(tmp_path: Path) -> None:
+    # ~6 s per schedule on 2 cores; CHAOS_SOAK_SCHEDULES trims it to a CI budget
+    n = int(os.environ.get("CHAOS_SOAK_SCHEDULES", "200"))
     results = [run_schedule(build(seed), tmp_path / f"seed-{seed}")
-               for seed in range(1000, 1200)]
+               for seed in range(SOAK_SEED, SOAK_SEED + n)]
     total = summarize(results, 0.0)
     failed = [r for r in results if not r.ok]
     assert not failed, f"{total}\n" + "\n\n".join(_explain(r) for r in failed[:5])

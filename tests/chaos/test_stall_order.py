@@ -1,0 +1,50 @@
+"""A request the server applies after the daemon gave up on it lands after its successors.
+
+Found by the chaos suite's stall faults, made deterministic here: the server holds the first
+``config/update`` past the daemon's HTTP timeout, then applies it. The daemon, having retried it
+and gone on, has meanwhile delivered the next update of the same key; the stale one lands last
+and the server's config is not the one last set. Real servers do this (a slow database, a proxy
+holding the request), so "config merge is idempotent" is not enough: a timed-out update is not
+known to be dead.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+import pluto_offline
+from tests.chaos.oracle import journal_backlog
+from tests.chaos.runner import DaemonProc
+from tests.fixtures.server import LocalServer
+
+TIMEOUT = 1.0  # the daemon's HTTP timeout here (daemon_main.py)
+
+
+@pytest.mark.xfail(strict=True, reason="bug: a stalled config update applied after the daemon's "
+                   "timeout overwrites the later update (reported to the lead)")
+def test_stalled_update_does_not_overwrite_a_later_one(pluto_server: LocalServer,
+                                                       tmp_path: Path) -> None:
+    run = pluto_offline.init(dir=tmp_path, project="stall", name="s", run_id="stall-r0",
+                             settings={"autostart": False})
+    run.update_config({"lr": 1})
+    run.update_config({"lr": 2})
+    run.finish()
+    pluto_server.fault("stall", path="/api/runs/config/update", count=1, seconds=TIMEOUT + 2)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PLUTO_")}
+    env.update(pluto_server.env(), CHAOS_CLIENT_TIMEOUT=str(TIMEOUT))
+    daemon = DaemonProc(tmp_path, env, tmp_path / "daemon.log")
+    daemon.start()
+    try:
+        deadline = time.monotonic() + 30
+        while journal_backlog(tmp_path)["pending"] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(TIMEOUT + 2.5)  # the stalled request has been applied by now
+    finally:
+        daemon.stop()
+    assert not journal_backlog(tmp_path)["pending"]
+    server_run = pluto_server.list_runs("stall")[0]
+    assert server_run["config"] == {"lr": 2}
