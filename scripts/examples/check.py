@@ -40,8 +40,8 @@ def main() -> int:
     problems = []
     if run["status"] != "COMPLETED":
         problems.append(f"status is {run['status']}, expected COMPLETED")
-    if sorted(p["step"] for p in loss) != list(range(args.steps)):
-        problems.append(f"train/loss has {len(loss)} points, expected steps 0..{args.steps - 1}")
+    if sorted(p["step"] for p in loss) != list(range(1, args.steps + 1)):
+        problems.append(f"train/loss has {len(loss)} points, expected steps 1..{args.steps}")
     if len(acc) != 10:
         problems.append(f"eval/accuracy has {len(acc)} points, expected 10")
     config = run.get("config") or {}
