@@ -27,15 +27,6 @@ ENV_AGE = "PLUTOSYNC_RETENTION"
 BATCH = 5_000
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
-# Rows that may go. :cutoff is epoch ms; live run keys are appended as a NOT IN list.
-_PRUNABLE = """
-FROM events WHERE time < ?
-  AND seq <= coalesce((SELECT acked_seq FROM delivery d WHERE d.run = events.run), 0)
-  AND seq NOT IN (SELECT seq FROM rejected)
-  AND seq NOT IN (SELECT max(seq) FROM events GROUP BY run, kind)
-  AND run NOT IN ({live})
-"""
-
 
 @dataclass
 class PruneResult:
@@ -70,21 +61,10 @@ def default_age_s() -> float:
 
 def prune_acked(j: journal.Journal, older_than_s: float, *, dry_run: bool = False) -> PruneResult:
     """Apply the retention rules above to an open, writable journal (read-only for dry_run)."""
-    live = sorted(live_run_keys(j))
-    # run keys are >= 1, so -1 stands for "no live run" (NOT IN (NULL) would match nothing)
-    where = _PRUNABLE.format(live=",".join("?" * len(live)) or "-1")
-    args = (journal.now_ms() - int(older_than_s * 1000), *live)
-    runs = j.conn.execute(f"SELECT count(DISTINCT run) {where}", args).fetchone()[0]
+    live = live_run_keys(j)
+    age_ms = int(older_than_s * 1000)
+    events, runs = journal.prunable(j, older_than_ms=age_ms, live_runs=live)
     if dry_run:
-        total = j.conn.execute(f"SELECT count(*) {where}", args).fetchone()[0]
-        return PruneResult(total, runs, len(live), True)
-    total = 0
-    while True:
-        with j.transaction():
-            n = j.conn.execute(
-                f"DELETE FROM events WHERE seq IN (SELECT seq {where} LIMIT {BATCH})", args
-            ).rowcount
-        total += n
-        if n < BATCH:
-            break
-    return PruneResult(total, runs, len(live), False)
+        return PruneResult(events, runs, len(live), True)
+    deleted = journal.prune(j, older_than_ms=age_ms, live_runs=live, batch=BATCH)
+    return PruneResult(deleted, runs, len(live), False)

@@ -6,7 +6,6 @@ journal that jobs and a daemon are writing right now.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,25 +76,6 @@ def local_state(writers: list[dict], live_ids: set[str], last_lifecycle: str | N
     return _STATE_OF.get(last_lifecycle or "", "unknown")
 
 
-def _last_lifecycle(j: journal.Journal) -> dict[int, str]:
-    """Per run key, the last journaled ``status`` (its status value) or ``close``."""
-    out: dict[int, str] = {}
-    rows = j.conn.execute(
-        "SELECT run, kind, payload FROM events WHERE seq IN "
-        "(SELECT max(seq) FROM events WHERE kind IN ('status', 'close') GROUP BY run)"
-    )
-    for run, kind, payload in rows:
-        if kind == "close":
-            out[run] = "closed"
-            continue
-        try:
-            data = json.loads(payload) if payload else None
-        except ValueError:
-            data = None
-        status = data.get("status") if isinstance(data, dict) else data
-        out[run] = status if isinstance(status, str) else ""
-    return out
-
 
 def journal_status(j: journal.Journal) -> list[RunStatus]:
     """One :class:`RunStatus` per run in the journal, in creation order."""
@@ -104,7 +84,7 @@ def journal_status(j: journal.Journal) -> list[RunStatus]:
     by_run: dict[int, list[dict]] = {}
     for w in journal.writers(j):
         by_run.setdefault(w["run"], []).append(w)
-    lifecycle = _last_lifecycle(j)
+    lifecycle = journal.last_lifecycle(j)
     rejections: dict[int, list[dict]] = {}
     for r in journal.rejected_events(j):
         rejections.setdefault(r["run"], []).append(

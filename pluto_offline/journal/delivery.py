@@ -1,0 +1,237 @@
+"""What plutosync reads and writes: pending events, acknowledgements, rejections."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from pluto_offline.journal.store import Event, Journal, RunRow, _run_rows, now_ms
+
+
+def runs_with_pending(j: Journal) -> list[RunRow]:
+    """Runs that have events after their acknowledged seq, oldest first."""
+    return _run_rows(
+        j,
+        "WHERE EXISTS (SELECT 1 FROM events e WHERE e.run = r.key "
+        "AND e.seq > coalesce(d.acked_seq, 0))",
+        (),
+    )
+
+
+def all_runs(j: Journal) -> list[RunRow]:
+    return _run_rows(j, "", ())
+
+
+def pending_events(j: Journal, run: int, *, after: int, limit: int = 1000) -> list[Event]:
+    """The run's events with ``seq > after``, in seq order."""
+    rows = j.conn.execute(
+        "SELECT seq, run, kind, time, step, payload FROM events "
+        "WHERE run = ? AND seq > ? ORDER BY seq LIMIT ?",
+        (run, after, limit),
+    ).fetchall()
+    return [Event(*r) for r in rows]
+
+
+def last_event(j: Journal, run: int, kinds: Iterable[str], *, before: int) -> Event | None:
+    """The run's latest event of one of ``kinds`` with ``seq < before``, or None.
+
+    The daemon uses it to tell a FAILED set by the server's reaper from one the journal sent.
+    """
+    kinds = list(kinds)
+    marks = ",".join("?" * len(kinds))
+    row = j.conn.execute(
+        f"SELECT seq, run, kind, time, step, payload FROM events WHERE run = ? AND seq < ? "
+        f"AND kind IN ({marks}) ORDER BY seq DESC LIMIT 1",
+        (run, before, *kinds),
+    ).fetchone()
+    return Event(*row) if row else None
+
+
+def _ensure_delivery(j: Journal, run: int) -> None:
+    j.conn.execute("INSERT OR IGNORE INTO delivery (run) VALUES (?)", (run,))
+
+
+def ack(j: Journal, run: int, upto_seq: int, **server: Any) -> None:
+    """Advance the run's acknowledged seq and record server fields, in one transaction.
+
+    ``server`` may hold ``server_id``, ``display_id``, ``number``, ``url``, ``conflict``.
+    Clears the last error: the server answered.
+    """
+    allowed = {"server_id", "display_id", "number", "url", "conflict"}
+    bad = set(server) - allowed
+    if bad:
+        raise ValueError(f"unknown delivery fields {sorted(bad)}")
+    with j.transaction():
+        _ensure_delivery(j, run)
+        sets = ["acked_seq = max(acked_seq, ?)", "attempts = 0", "last_error = NULL",
+                "next_try = NULL", "updated_at = ?"]
+        args: list[Any] = [upto_seq, now_ms()]
+        for k, v in server.items():
+            sets.append(f"{k} = ?")
+            args.append(v)
+        j.conn.execute(f"UPDATE delivery SET {', '.join(sets)} WHERE run = ?", (*args, run))
+
+
+def reject(j: Journal, event: Event, *, code: int | None, reason: str, ack_seq: bool = True) -> None:
+    """Record an event the server refused for good and (by default) move past it."""
+    with j.transaction():
+        _ensure_delivery(j, event.run)
+        j.conn.execute(
+            "INSERT OR REPLACE INTO rejected (seq, run, kind, code, reason, at) VALUES (?, ?, ?, ?, ?, ?)",
+            (event.seq, event.run, event.kind, code, reason, now_ms()),
+        )
+        if ack_seq:
+            j.conn.execute(
+                "UPDATE delivery SET acked_seq = max(acked_seq, ?), updated_at = ? WHERE run = ?",
+                (event.seq, now_ms(), event.run),
+            )
+
+
+def mark_sent(j: Journal, run: int, seq: int) -> None:
+    """Record, before sending, that a request carrying events up to ``seq`` is going out.
+
+    After a crash, ``sent_seq > acked_seq`` tells the daemon the server may already have the
+    request: a ``create`` answered ``resumed: true`` is then our own, not a conflict.
+    """
+    with j.transaction():
+        _ensure_delivery(j, run)
+        j.conn.execute(
+            "UPDATE delivery SET sent_seq = max(sent_seq, ?) WHERE run = ?", (seq, run)
+        )
+
+
+def sent_seq(j: Journal, run: int) -> int:
+    row = j.conn.execute("SELECT sent_seq FROM delivery WHERE run = ?", (run,)).fetchone()
+    return row[0] if row else 0
+
+
+def record_error(j: Journal, run: int, error: str, *, next_try: float | None = None,
+                 conflict: str | None = None) -> None:
+    """Note a failed attempt (shown by ``plutosync status``); nothing is acknowledged."""
+    with j.transaction():
+        _ensure_delivery(j, run)
+        j.conn.execute(
+            "UPDATE delivery SET attempts = attempts + 1, last_error = ?, next_try = ?, "
+            "conflict = coalesce(?, conflict), updated_at = ? WHERE run = ?",
+            (error, next_try, conflict, now_ms(), run),
+        )
+
+
+def rejected_events(j: Journal, run: int | None = None) -> list[dict]:
+    sql = "SELECT seq, run, kind, code, reason, at FROM rejected"
+    args: tuple = ()
+    if run is not None:
+        sql += " WHERE run = ?"
+        args = (run,)
+    return list(j.db.query(sql + " ORDER BY seq", args))
+
+
+def event_counts(j: Journal) -> dict[int, dict[str, int]]:
+    """Per run key: ``total``, ``pending`` (after the acked seq) and ``rejected`` event counts."""
+    out: dict[int, dict[str, int]] = {}
+    for run, total, pending in j.conn.execute(
+        "SELECT e.run, count(*), sum(e.seq > coalesce(d.acked_seq, 0)) FROM events e "
+        "LEFT JOIN delivery d ON d.run = e.run GROUP BY e.run"
+    ):
+        out[run] = {"total": total, "pending": pending or 0, "rejected": 0}
+    for run, n in j.conn.execute("SELECT run, count(*) FROM rejected GROUP BY run"):
+        out.setdefault(run, {"total": 0, "pending": 0, "rejected": 0})["rejected"] = n
+    return out
+
+
+def writers(j: Journal, run: int | None = None) -> list[dict]:
+    sql = "SELECT id, run, pid, host, opened_at, ended_at, ended_how FROM writers"
+    args: tuple = ()
+    if run is not None:
+        sql += " WHERE run = ?"
+        args = (run,)
+    return list(j.db.query(sql, args))
+
+
+# What retention may delete: acknowledged, old, not rejected (kept beside the server's
+# reason), not a run's newest event of its kind (a later local resume continues its step from
+# the newest metrics; plutosync reads the last status), not of a live run.
+_PRUNABLE = """
+FROM events WHERE time < ?
+  AND seq <= coalesce((SELECT acked_seq FROM delivery d WHERE d.run = events.run), 0)
+  AND seq NOT IN (SELECT seq FROM rejected)
+  AND seq NOT IN (SELECT max(seq) FROM events GROUP BY run, kind)
+  AND run NOT IN ({live})
+"""
+
+
+def _prunable(older_than_ms: int, live_runs: Iterable[int]) -> tuple[str, tuple]:
+    live = sorted(live_runs)
+    # run keys are >= 1, so -1 stands for "no live run" (NOT IN (NULL) would match nothing)
+    where = _PRUNABLE.format(live=",".join("?" * len(live)) or "-1")
+    return where, (now_ms() - older_than_ms, *live)
+
+
+def prunable(j: Journal, *, older_than_ms: int, live_runs: Iterable[int] = ()) -> tuple[int, int]:
+    """``(events, runs)`` that :func:`prune` would delete now."""
+    where, args = _prunable(older_than_ms, live_runs)
+    row = j.conn.execute(f"SELECT count(*), count(DISTINCT run) {where}", args).fetchone()
+    return row[0], row[1]
+
+
+def prune(j: Journal, *, older_than_ms: int, live_runs: Iterable[int] = (),
+          batch: int = 5_000) -> int:
+    """Delete acknowledged events older than ``older_than_ms`` ago; returns how many.
+
+    Unacknowledged and rejected events are never deleted, nor a run's newest event of each
+    kind, nor anything of a run in ``live_runs``. Deletes ``batch`` rows per transaction, so
+    jobs writing the journal wait at most a moment for the write lock.
+    """
+    where, args = _prunable(older_than_ms, live_runs)
+    total = 0
+    while True:
+        with j.transaction():
+            n = j.conn.execute(
+                f"DELETE FROM events WHERE seq IN (SELECT seq {where} LIMIT {int(batch)})", args
+            ).rowcount
+        total += n
+        if n < batch:
+            return total
+
+
+def last_lifecycle(j: Journal) -> dict[int, str]:
+    """Per run key, its last journaled ``status`` value, or ``"closed"`` for a ``close``."""
+    out: dict[int, str] = {}
+    rows = j.conn.execute(
+        "SELECT run, kind, payload FROM events WHERE seq IN "
+        "(SELECT max(seq) FROM events WHERE kind IN ('status', 'close') GROUP BY run)"
+    )
+    for run, kind, payload in rows:
+        if kind == "close":
+            out[run] = "closed"
+            continue
+        try:
+            data = json.loads(payload) if payload else None
+        except ValueError:
+            data = None
+        status = data.get("status") if isinstance(data, dict) else data
+        out[run] = status if isinstance(status, str) else ""
+    return out
+
+
+# --------------------------------------------------------------------------- writers' liveness
+
+
+def live_writer_ids(j: Journal) -> set[str]:
+    """Ids of writers whose process is alive: each holds a lock on its spill file."""
+    from pluto_offline import spill
+
+    return spill.live_writer_ids(j.spill_dir)
+
+
+def recover(j: Journal) -> int:
+    """Fold the spill files of dead writers into ``events`` and mark those writers ``killed``.
+
+    Every reader calls this before reading (the SDK at ``init``, plutosync on each pass), so
+    that ``log()`` calls that returned before a SIGKILL are delivered. Returns records folded.
+    """
+    from pluto_offline import spill
+
+    return spill.recover_orphans(j)
+

@@ -1,0 +1,357 @@
+"""Opening a journal: the file, its permissions, its schema and its version."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+SCHEMA_VERSION = 1
+JOURNAL_FILE = "journal.db"
+SPILL_DIR = "spill"
+BUSY_TIMEOUT_MS = 60_000
+
+# Event kinds, in the order a run usually produces them.
+EVENT_KINDS = ("create", "resume", "lognames", "metrics", "data", "config", "tags", "status", "close")
+TERMINAL_STATUSES = ("COMPLETED", "FAILED", "TERMINATED", "CANCELLED")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS runs (
+    key        INTEGER PRIMARY KEY,
+    project    TEXT NOT NULL,
+    run_id     TEXT NOT NULL,
+    ref_kind   TEXT NOT NULL DEFAULT 'external',
+    name       TEXT,
+    created_at INTEGER NOT NULL,
+    config     TEXT NOT NULL DEFAULT '{}',
+    tags       TEXT NOT NULL DEFAULT '[]',
+    UNIQUE (project, ref_kind, run_id)
+);
+CREATE TABLE IF NOT EXISTS events (
+    seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+    run     INTEGER NOT NULL REFERENCES runs(key),
+    kind    TEXT NOT NULL,
+    time    INTEGER NOT NULL,
+    step    INTEGER,
+    payload TEXT
+);
+CREATE INDEX IF NOT EXISTS events_run_seq ON events (run, seq);
+CREATE TABLE IF NOT EXISTS writers (
+    id        TEXT PRIMARY KEY,
+    run       INTEGER NOT NULL REFERENCES runs(key),
+    pid       INTEGER NOT NULL,
+    host      TEXT NOT NULL,
+    opened_at INTEGER NOT NULL,
+    ended_at  INTEGER,
+    ended_how TEXT,
+    folded    INTEGER NOT NULL DEFAULT 0  -- last spill record number folded into events
+);
+CREATE INDEX IF NOT EXISTS writers_run ON writers (run);
+CREATE TABLE IF NOT EXISTS delivery (
+    run        INTEGER PRIMARY KEY REFERENCES runs(key),
+    server_id  INTEGER,
+    display_id TEXT,
+    number     INTEGER,
+    url        TEXT,
+    acked_seq  INTEGER NOT NULL DEFAULT 0,
+    sent_seq   INTEGER NOT NULL DEFAULT 0,
+    attempts   INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    next_try   REAL,
+    conflict   TEXT,
+    updated_at INTEGER
+);
+CREATE TABLE IF NOT EXISTS rejected (
+    seq    INTEGER PRIMARY KEY,
+    run    INTEGER NOT NULL REFERENCES runs(key),
+    kind   TEXT NOT NULL,
+    code   INTEGER,
+    reason TEXT NOT NULL,
+    at     INTEGER NOT NULL
+);
+"""
+
+# Forward migrations: MIGRATIONS[n] upgrades a schema-n journal to n + 1.
+MIGRATIONS: dict[int, str] = {}
+
+
+class JournalError(Exception):
+    """A journal cannot be opened, read or written; the message says why and what to do."""
+
+
+class JournalVersionError(JournalError):
+    """The journal was written by a newer pluto-offline."""
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def default_dir() -> Path:
+    """The journal directory when neither ``dir=`` nor ``PLUTO_DIR`` is given.
+
+    ``$XDG_DATA_HOME/pluto-offline`` (``~/.local/share/pluto-offline`` when unset).
+    """
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "pluto-offline"
+
+
+def resolve_path(path: str | os.PathLike[str] | None = None) -> Path:
+    """Map ``dir=`` / ``PLUTO_DIR`` / the default to the journal file's path.
+
+    A path ending in ``.db`` (or naming an existing file) is the journal file itself; anything
+    else is a directory holding ``journal.db``.
+    """
+    if path is None or str(path) == "":
+        path = os.environ.get("PLUTO_DIR") or default_dir()
+    p = Path(path).expanduser()
+    if p.suffix == ".db" or p.is_file():
+        return p
+    return p / JOURNAL_FILE
+
+
+@dataclass(frozen=True)
+class Event:
+    seq: int
+    run: int
+    kind: str
+    time: int
+    step: int | None
+    payload: str | None
+
+    def data(self) -> Any:
+        """The payload decoded from JSON (not for ``metrics``/``data``, which are NDJSON)."""
+        return None if self.payload is None else json.loads(self.payload)
+
+
+@dataclass(frozen=True)
+class RunRow:
+    key: int
+    project: str
+    run_id: str
+    ref_kind: str
+    name: str | None
+    created_at: int
+    config: dict
+    tags: list
+    # delivery state (daemon-owned); None / 0 until the daemon has touched the run
+    server_id: int | None = None
+    display_id: str | None = None
+    number: int | None = None
+    url: str | None = None
+    acked_seq: int = 0
+    attempts: int = 0
+    last_error: str | None = None
+    next_try: float | None = None
+    conflict: str | None = None
+
+
+class Journal:
+    """One open connection to a journal file. Not shared between threads."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection):
+        self.path = path
+        self.dir = path.parent
+        self.conn = conn
+        self.db = sqlite_utils.Database(conn)
+        self.id: str = self.meta("journal_id") or ""
+
+    @classmethod
+    def open(
+        cls, path: str | os.PathLike[str] | None = None, *, create: bool = True, readonly: bool = False
+    ) -> Journal:
+        """Open (creating if needed) the journal at ``path`` (a directory or a ``.db`` file)."""
+        file = resolve_path(path)
+        if readonly or not create:
+            if not file.exists():
+                raise JournalError(
+                    f"no journal at {file}: check the path (a journal directory holds {JOURNAL_FILE})"
+                )
+        else:
+            _create_private(file)
+        try:
+            if readonly:
+                conn = sqlite3.connect(
+                    f"file:{file}?mode=ro", uri=True, isolation_level=None,
+                    check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000,
+                )
+            else:
+                conn = sqlite3.connect(
+                    str(file), isolation_level=None, check_same_thread=False,
+                    timeout=BUSY_TIMEOUT_MS / 1000,
+                )
+            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            if not readonly:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=FULL")
+            _ensure_schema(conn, file, readonly=readonly)
+        except sqlite3.DatabaseError as exc:
+            raise _explain(exc, file) from exc
+        return cls(file, conn)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` … ``COMMIT``: take the write lock up front so writers queue
+        on the busy timeout instead of failing with a deadlock on upgrade."""
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.DatabaseError as exc:
+            raise _explain(exc, self.path) from exc
+        try:
+            yield self.conn
+        except BaseException:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise
+        else:
+            try:
+                self.conn.execute("COMMIT")
+            except sqlite3.DatabaseError as exc:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                raise _explain(exc, self.path) from exc
+
+    def meta(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    @property
+    def spill_dir(self) -> Path:
+        return self.dir / SPILL_DIR
+
+
+def _create_private(file: Path) -> None:
+    """Create the directory (0700) and the file (0600) whatever the umask.
+
+    SQLite creates the -wal and -shm files with the database file's mode, so they follow.
+    """
+    d = file.parent
+    if not d.exists():
+        try:
+            os.makedirs(d, mode=0o700, exist_ok=True)
+            os.chmod(d, 0o700)
+        except OSError as exc:
+            raise JournalError(f"cannot create journal directory {d}: {exc.strerror}") from exc
+    if not file.exists():
+        try:
+            fd = os.open(file, os.O_CREAT | os.O_RDWR, 0o600)
+            os.close(fd)
+            os.chmod(file, 0o600)
+        except OSError as exc:
+            raise JournalError(
+                f"cannot create journal {file}: {exc.strerror}; "
+                "choose a writable directory with dir= or PLUTO_DIR"
+            ) from exc
+
+
+def _ensure_schema(conn: sqlite3.Connection, file: Path, *, readonly: bool) -> None:
+    version = _schema_version(conn)
+    if version is not None and version > SCHEMA_VERSION:
+        raise JournalVersionError(
+            f"journal {file} has schema version {version}, written by a newer pluto-offline; "
+            f"this version reads schema {SCHEMA_VERSION} and older. "
+            "Upgrade: pip install -U pluto-offline"
+        )
+    if version == SCHEMA_VERSION or readonly:
+        if version is None:
+            raise JournalError(f"{file} is not a pluto-offline journal (no meta table)")
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = _schema_version(conn)  # another process may have won the race
+        if version is None:
+            _run_script(conn, _SCHEMA)
+            conn.executemany(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)",
+                [
+                    ("journal_id", uuid.uuid4().hex),
+                    ("schema_version", str(SCHEMA_VERSION)),
+                    ("created_at", str(now_ms())),
+                ],
+            )
+        else:
+            while version < SCHEMA_VERSION:
+                _run_script(conn, MIGRATIONS[version])
+                version += 1
+            conn.execute(
+                "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),)
+            )
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _run_script(conn: sqlite3.Connection, script: str) -> None:
+    # executescript() would COMMIT the open transaction first; run statement by statement.
+    for statement in script.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
+def _schema_version(conn: sqlite3.Connection) -> int | None:
+    has_meta = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+    ).fetchone()
+    if not has_meta:
+        return None
+    row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    return int(row[0]) if row else None
+
+
+def _explain(exc: sqlite3.DatabaseError, file: Path) -> JournalError:
+    """Turn SQLite's terse errors into a message that says what to do."""
+    msg = str(exc)
+    if "not a database" in msg or "malformed" in msg:
+        return JournalError(
+            f"journal {file} is damaged ({msg}); move it aside and restore it from a backup "
+            "or an export (plutosync export)"
+        )
+    if "readonly" in msg or "unable to open" in msg:
+        return JournalError(
+            f"journal {file} cannot be written ({msg}); check the directory's permissions "
+            "or choose another with dir= / PLUTO_DIR"
+        )
+    if "disk" in msg or "full" in msg:
+        return JournalError(f"journal {file}: the disk is full ({msg}); free some space")
+    if "locked" in msg or "busy" in msg:
+        return JournalError(f"journal {file} stayed locked for {BUSY_TIMEOUT_MS // 1000} s ({msg})")
+    return JournalError(f"journal {file}: {msg}")
+
+def _run_rows(j: Journal, where: str, args: tuple) -> list[RunRow]:
+    sql = (
+        "SELECT r.key, r.project, r.run_id, r.ref_kind, r.name, r.created_at, r.config, r.tags, "
+        "d.server_id, d.display_id, d.number, d.url, coalesce(d.acked_seq, 0), "
+        "coalesce(d.attempts, 0), d.last_error, d.next_try, d.conflict "
+        f"FROM runs r LEFT JOIN delivery d ON d.run = r.key {where} ORDER BY r.key"
+    )
+    out = []
+    for row in j.conn.execute(sql, args):
+        row = list(row)
+        row[6] = json.loads(row[6])
+        row[7] = json.loads(row[7])
+        out.append(RunRow(*row))
+    return out
