@@ -38,6 +38,7 @@ from pluto_offline.values import check_timestamp, deep_merge, native_config, nor
 
 logger = logging.getLogger("pluto_offline")
 FLUSH_INTERVAL = 0.05
+MAX_STEP = 2**53  # beyond, JSON numbers (and the server) lose integers; SQLite overflows at 2**63
 
 
 class Run:
@@ -106,12 +107,13 @@ class Run:
                 step = self._step + 1
             elif type(step) is not int:
                 step = _check_step(step)
-            elif step < 0:
-                raise ValueError(f"step must be >= 0, got {step}")
+            elif not 0 <= step <= MAX_STEP:
+                raise ValueError(_bad_step(step))
             self._step = step
             if data.keys() <= self._metric_names:
-                for v in data.values():
-                    if type(v) is not float and type(v) is not int:
+                # exact types only: marshal stores a numpy float64 or str_ as its buffer bytes
+                for k, v in data.items():
+                    if type(v) is not float and type(v) is not int or type(k) is not str:
                         break
                 else:
                     self._append(marshal.dumps((step, t, data)))
@@ -123,10 +125,11 @@ class Run:
         strings: dict[str, str] = {}
         new_metric: list[str] = []
         new_data: list[str] = []
+        if not all(isinstance(key, str) for key in data):
+            # before any name is registered: a refused call must leave no trace
+            raise ValueError("unsupported type for key in dict of logged data")
         for key, value in data.items():
-            if not isinstance(key, str):
-                raise ValueError("unsupported type for key in dict of logged data")
-            key = clean_chars(key)
+            key = clean_chars(str(key))  # a str subclass (numpy.str_) becomes a plain str
             kind, value = route(value)
             if kind == "metric":
                 metrics[key] = value
@@ -420,7 +423,13 @@ def _check_step(step: Any) -> int:
         step = operator.index(step)
     except TypeError:
         raise TypeError(f"step must be an int, got {type(step).__name__}") from None
-    if step < 0:
-        raise ValueError(f"step must be >= 0, got {step}")
+    if not 0 <= step <= MAX_STEP:
+        raise ValueError(_bad_step(step))
     return step
+
+
+def _bad_step(step: int) -> str:
+    if step < 0:
+        return f"step must be >= 0, got {step}"
+    return f"step must be <= 2**53 (the largest integer JSON keeps exact), got {step}"
 

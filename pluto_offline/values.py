@@ -15,6 +15,8 @@ from collections.abc import Iterable
 from typing import Any
 
 STRING_SERIES_MAX_LEN = 200
+# 9999-12-31: later times in ms overflow SQLite's INTEGER (and mean a unit mistake)
+MAX_TIMESTAMP_S = 253402300799
 
 
 def deep_merge(base: dict, override: dict) -> dict:
@@ -76,11 +78,12 @@ def route(value: Any) -> tuple[str, Any]:
     if isinstance(value, bool):
         return ("drop", "a bool is not a metric")
     if isinstance(value, (int, float)):
-        return ("metric", value)
+        # plain types: a numpy float64 or an IntEnum would be marshalled as something else
+        return ("metric", float(value) if isinstance(value, float) else int(value))
     if isinstance(value, str):
         if len(value) > STRING_SERIES_MAX_LEN:
             return ("drop", f"a string of {len(value)} chars (> {STRING_SERIES_MAX_LEN}) is not a state label")
-        return ("data", value)
+        return ("data", str(value))
     item = getattr(value, "item", None)
     if callable(item):
         try:
@@ -102,6 +105,7 @@ def check_timestamp(timestamp: Any) -> float | None:
         or not isinstance(timestamp, (int, float))
         or not math.isfinite(timestamp)
         or timestamp <= 0
+        or timestamp > MAX_TIMESTAMP_S
     ):
         return None
     return float(timestamp)
