@@ -34,7 +34,14 @@ def classify_run_id(run_id: int | str) -> RunRef:
     if isinstance(run_id, bool):
         raise TypeError(f"run_id must be a str or an int, got {run_id!r}")
     if isinstance(run_id, int) or (isinstance(run_id, str) and run_id.isdigit()):
-        return RunRef("id", str(int(run_id)))
+        try:
+            number = int(run_id)
+        except ValueError:  # '²' is a digit to isdigit() but not to int(); or 5000 digits
+            raise ValueError(f"run_id {run_id[:40]!r} looks numeric but is not a run number")\
+                from None
+        if not 0 <= number < 2**63:  # no server run has it, and SQLite could not look it up
+            raise ValueError(f"run_id {str(run_id)[:40]!r} is not a run number (0 to 2**63-1)")
+        return RunRef("id", str(number))
     if not isinstance(run_id, str):
         raise TypeError(f"run_id must be a str or an int, got {type(run_id).__name__}")
     if run_id == "":

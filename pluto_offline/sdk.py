@@ -192,7 +192,10 @@ def _fork_parent(fork_run_id: Any) -> dict:
     """``{"id": n}``, ``{"display_id": s}``, or ``{"external": s}`` (resolved in the journal)."""
     if isinstance(fork_run_id, bool) or not isinstance(fork_run_id, int | str):
         raise ValueError(_bad_fork(fork_run_id))
-    ref = classify_run_id(fork_run_id) if fork_run_id != "" else RunRef("external", "")
+    try:
+        ref = classify_run_id(fork_run_id) if fork_run_id != "" else RunRef("external", "")
+    except ValueError:
+        raise ValueError(_bad_fork(fork_run_id)) from None
     if ref.kind == "id":
         return {"id": int(ref.text)}
     if ref.kind == "display":

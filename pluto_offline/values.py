@@ -40,7 +40,11 @@ def native_config(config: Any) -> Any:
         return None
     if hasattr(config, "to_container"):  # OmegaConf without importing it
         config = config.to_container(resolve=True)
-    return json.loads(json.dumps(_keys_to_str(config), default=str))
+    try:
+        return json.loads(json.dumps(_keys_to_str(config), default=str))
+    except RecursionError:  # a cycle, or nesting deeper than the interpreter's stack
+        raise ValueError("config cannot be journaled: it refers to itself (a cycle) or is "
+                         "nested too deeply; pass a plain tree of dicts and lists") from None
 
 
 def _keys_to_str(obj: Any) -> Any:
