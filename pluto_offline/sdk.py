@@ -123,7 +123,10 @@ def _open_run(j: Journal, ref: RunRef, from_env: bool, resume: bool, project: st
                           created_at=created)
             append_event(j, key, "create", time=created, payload={
                 "name": name, "config": config if config is not None else {}, "tags": tags,
-                "settings": settings, "fork": fork})
+                "settings": settings, "fork": fork,
+                # the server may already hold this externalId (another node's journal, a
+                # shared PLUTO_RUN_ID): attaching to it is then intended, not a conflict
+                "resume": bool(resume or from_env)})
             state = (config if config is not None else {}, tags, 0, set(), set(), False)
         else:  # a server run this journal does not know: the daemon resolves the ref
             key = add_run(j, project=project, run_id=ref.text, name=name, ref_kind=ref.kind,

@@ -78,6 +78,9 @@ class Delivery:
         # before we could tell a conflict. It follows in a config update once the run is ours.
         if p.get("settings"):
             body["loggerSettings"] = json.dumps(p["settings"])
+        # Who created the run: a later copy of this journal (an air-gap carry exported again)
+        # recognises the run as its own instead of calling it a conflict.
+        body["systemMetadata"] = json.dumps({ORIGIN_KEY: _origin(self.j, row)})
         try:
             if p.get("fork"):
                 body.update(self._fork_fields(ctx, ev, p["fork"]))
@@ -88,7 +91,8 @@ class Delivery:
         except RejectedError as exc:
             self._open_refused(ctx, ev, exc)
             return
-        if answer.get("resumed") and not replay and not p.get("resume"):
+        if (answer.get("resumed") and not replay and not p.get("resume")
+                and not self._created_by_us(row, answer)):
             conflict = (
                 f"externalId {row.run_id!r} already exists in project {row.project!r} on the "
                 f"server (run {answer.get('displayId') or answer.get('runId')}) and this journal "
@@ -102,6 +106,20 @@ class Delivery:
             # Acked only with the create: after a crash in between, both are sent again.
             self.client.update_config(int(answer["runId"]), json.dumps(p["config"]))
         self._opened(ctx, ev, answer, "re-attached" if answer.get("resumed") and not replay else "created")
+
+    def _created_by_us(self, row: journal.RunRow, answer: dict[str, Any]) -> bool:
+        """Whether the existing server run was created from this journal (or a copy of it)."""
+        try:
+            details = self.client.run_details(int(answer["runId"]))
+        except RejectedError:
+            return False  # cannot tell: the cautious answer is a conflict
+        meta = details.get("systemMetadata")
+        if isinstance(meta, str):
+            try:
+                meta = json.loads(meta)
+            except ValueError:
+                return False
+        return isinstance(meta, dict) and meta.get(ORIGIN_KEY) == _origin(self.j, row)
 
     def _resume(self, ctx: RunCtx, ev: journal.Event) -> None:
         row = ctx.row
@@ -305,6 +323,13 @@ class Delivery:
         reason = (f"HTTP {err.code}: {n_bad} of {len(lines)} lines refused; first: "
                   f"{example} -> {err.reason}")
         self.r.rejected(ctx, ev, err, reason)
+
+
+ORIGIN_KEY = "plutoOffline"
+
+
+def _origin(j: journal.Journal, row: journal.RunRow) -> dict[str, Any]:
+    return {"journal": j.id, "run": row.key}
 
 
 def _text(ev: journal.Event) -> str:

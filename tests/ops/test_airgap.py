@@ -9,8 +9,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
-
 from pluto_offline import journal as J
 from tests.ops.conftest import ROOT, by_run_id, cli, needs_sdk, status_json
 
@@ -94,11 +92,9 @@ FINISHED_JOB = textwrap.dedent("""
 
 @needs_sdk
 def test_a_later_export_of_the_same_journal(pluto_server, tmp_path: Path) -> None:
-    """Carrying a journal twice: the second file knows nothing of the first push.
-
-    Today push holds the already-created run as a conflict (documented in deploy.md); once push
-    can recognise its own journal's runs, both files deliver and this test passes.
-    """
+    """Carrying a journal twice: the second file knows nothing of the first push, yet push
+    recognises the run the first carry created as its own (not a conflict) and duplicates
+    nothing."""
     inside = tmp_path / "inside"
     env_off = {k: v for k, v in os.environ.items() if not k.startswith("PLUTO_")}
     env_off["PLUTO_OFFLINE_AUTOSTART"] = "0"
@@ -112,7 +108,10 @@ def test_a_later_export_of_the_same_journal(pluto_server, tmp_path: Path) -> Non
     res = cli("push", str(tmp_path / "two.db"), env=pluto_server.env())
     rows = by_run_id(status_json(tmp_path / "two.db"))
     assert rows["second"]["synced"], rows["second"]
-    if rows["first"]["conflict"]:
-        assert res.returncode == 1
-        pytest.xfail("push holds a run an earlier export already delivered as a conflict")
-    assert res.returncode == 0 and rows["first"]["synced"]
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert rows["first"]["synced"] and not rows["first"]["conflict"], rows["first"]
+    runs = pluto_server.list_runs("gap")
+    assert sorted(r["name"] for r in runs) == ["first", "second"]
+    for r in runs:
+        assert pluto_server.get_run(r["id"])["status"] == "COMPLETED"
+        assert pluto_server.metric_counts(r["id"])["stored"] == 20
