@@ -4,7 +4,7 @@
                                  [--stock-calls 2000] [--no-stock]
 
 1. Writes a journal of ``--calls`` log calls (``--metrics`` floats each) in events of
-   ``--per-event`` calls, as the SDK's writer thread commits them (not timed).
+   ``--per-event`` calls, packed as the SDK's writer thread commits them (not timed).
 2. Starts a real ``plutosync serve`` on a fresh data dir and times a real
    ``plutosync run --once`` process delivering the whole journal (process start to exit), while
    sampling its RSS; then checks that the server stored every point.
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import marshal
 import os
 import platform
 import subprocess
@@ -66,12 +67,12 @@ def write_journal(path: str, calls: int, metrics: int, per_event: int) -> int:
         journal.append_event(j, key, "lognames", payload={"type": "METRIC", "names": names})
     for start in range(0, calls, per_event):
         steps = range(start, min(calls, start + per_event))
-        lines = "\n".join(
-            '{"time":' + str(T0 + s) + ',"step":' + str(s) + ',"data":{'
-            + ",".join(f'"{n}":{(s + i) * 0.001:.6f}' for i, n in enumerate(names)) + "}}"
+        # packed records, exactly as the SDK's writer commits them: plutosync formats the floats
+        payload = journal.pack_metrics(
+            marshal.dumps((s, T0 + s, {n: (s + i) * 0.001 for i, n in enumerate(names)}))
             for s in steps)
         with j.transaction():
-            journal.append_event(j, key, "metrics", payload=lines, raw=True, step=steps[-1])
+            journal.append_event(j, key, "metrics", payload=payload, raw=True, step=steps[-1])
     with j.transaction():
         journal.append_event(j, key, "status", payload={"status": "COMPLETED", "metadata": None})
     j.close()
