@@ -13,6 +13,7 @@ from pluto_offline import journal
 from syncd import runstate
 from syncd.commands._common import (
     EXIT_CHECK,
+    EXIT_ERROR,
     EXIT_OK,
     add_command,
     explain,
@@ -62,25 +63,39 @@ def collect(dirs: list[str | None]) -> list[runstate.RunStatus]:
     """Status rows of every run in the given journals; raises JournalError on the first bad one."""
     rows: list[runstate.RunStatus] = []
     for d in dirs:
-        file = journal_file(d)
-        with open_existing(d, readonly=True) as j:
-            try:
-                rows.extend(runstate.journal_status(j))
-            except sqlite3.DatabaseError as exc:
-                raise explain(exc, file) from exc
+        rows.extend(_one(d))
     return rows
 
 
+def _one(d: str | None) -> list[runstate.RunStatus]:
+    file = journal_file(d)
+    with open_existing(d, readonly=True) as j:
+        try:
+            return runstate.journal_status(j)
+        except sqlite3.DatabaseError as exc:
+            raise explain(exc, file) from exc
+
+
 def run(args: argparse.Namespace) -> int:
-    try:
-        rows = collect(args.dir or [None])
-    except journal.JournalError as exc:
-        return fail("status", str(exc))
-    if args.json:
+    # One damaged journal must not hide the others: show them, then name it and exit 2.
+    rows: list[runstate.RunStatus] = []
+    readable: list[str | None] = []
+    errors: list[str] = []
+    for d in args.dir or [None]:
+        try:
+            rows.extend(_one(d))
+            readable.append(d)
+        except journal.JournalError as exc:
+            errors.append(str(exc))
+    if args.json and (readable or not errors):
         json.dump([r.to_json() for r in rows], sys.stdout, indent=2)
         print()
-    else:
-        _print_table(rows, [journal_file(d) for d in args.dir or [None]])
+    elif readable:
+        _print_table(rows, [journal_file(d) for d in readable])
+    for message in errors:
+        fail("status", message)
+    if errors:
+        return EXIT_ERROR
     counts = runstate.summary(rows)
     if args.check and counts["synced"] < counts["runs"]:
         return EXIT_CHECK
