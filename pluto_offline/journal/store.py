@@ -282,6 +282,13 @@ def _ensure_schema(conn: sqlite3.Connection, file: Path, *, readonly: bool) -> N
     try:
         version = _schema_version(conn)  # another process may have won the race
         if version is None:
+            foreign = [r[0] for r in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' "
+                "AND name NOT LIKE 'sqlite_%' ORDER BY name LIMIT 5")]
+            if foreign:  # someone else's database: never add our tables to it
+                raise JournalError(
+                    f"{file} is not a pluto-offline journal (no meta table; it holds "
+                    f"{', '.join(foreign)}): choose another directory with dir= / PLUTO_DIR")
             _run_script(conn, _SCHEMA)
             conn.executemany(
                 "INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)",
