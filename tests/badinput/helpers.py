@@ -22,6 +22,7 @@ def clean_env(**extra: str) -> dict[str, str]:
     """The test's environment without any PLUTO_/MLOP_ settings, plus ``extra``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PLUTO_", "MLOP_"))}
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env["COLUMNS"] = "400"  # rich must not fold a path in the middle of a message
     env.update(extra)
     return env
 
