@@ -26,6 +26,7 @@ log = logging.getLogger("plutosync")
 
 POLL_S = 0.5
 RECOVER_EVERY_S = 2.0
+PRUNE_EVERY_S = 3600.0
 IDLE_GRACE_S = 1.0  # --exit-when-idle: idle this long (a job may be starting up)
 
 
@@ -36,6 +37,8 @@ class Options:
     timeout: float | None = None  # --once: give up on transient errors after this long
     poll: float = POLL_S
     heartbeat: float = HEARTBEAT_S
+    retention_s: float | None = None  # prune acknowledged events older than this; None: never
+    prune_every: float = PRUNE_EVERY_S
 
 
 def recover(j: journal.Journal) -> None:
@@ -46,6 +49,19 @@ def recover(j: journal.Journal) -> None:
         return
     if n:
         log.info("recovered %d records from writers that were killed", n)
+
+
+def prune(j: journal.Journal, older_than_s: float) -> None:
+    """Apply the retention rules (syncd.retention); a failure is logged, never fatal."""
+    from syncd.retention import prune_acked
+
+    try:
+        result = prune_acked(j, older_than_s)
+    except journal.JournalError as exc:
+        log.warning("retention: could not prune the journal: %s", exc)
+        return
+    if result.events:
+        log.info("retention: pruned %d delivered events of %d runs", result.events, result.runs)
 
 
 class Daemon:
@@ -104,6 +120,7 @@ class Daemon:
         log.info("delivering %s to %s (pid %d, %s)", self.file, self.settings.api_url,
                  os.getpid(), "file notifications + polling" if notified else "polling")
         last_recover = 0.0
+        last_prune = 0.0
         idle_since: float | None = None
         try:
             while not self.stop.is_set():
@@ -111,6 +128,10 @@ class Daemon:
                 if now - last_recover >= RECOVER_EVERY_S:
                     recover(j)
                     last_recover = now
+                if (self.options.retention_s is not None
+                        and now - last_prune >= self.options.prune_every):
+                    prune(j, self.options.retention_s)
+                    last_prune = now
                 self.wake.clear()
                 progress = replayer.run_pass()
                 if self.options.exit_when_idle:

@@ -7,8 +7,9 @@ import logging
 import sys
 
 from pluto_offline import journal
+from syncd import retention
 from syncd import settings as settings_mod
-from syncd.daemon import HEARTBEAT_S, POLL_S, Daemon, Options
+from syncd.daemon import HEARTBEAT_S, POLL_S, PRUNE_EVERY_S, Daemon, Options
 from syncd.lock import LockHeldError
 
 DESCRIPTION = """\
@@ -46,6 +47,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "notifications make it sooner on local disks)")
     p.add_argument("--heartbeat", type=float, metavar="SECONDS", default=HEARTBEAT_S,
                    help=argparse.SUPPRESS)
+    p.add_argument("--retention", metavar="AGE", default=None,
+                   help="every hour, delete delivered events older than AGE (e.g. 7d, 12h; "
+                        "pending events and runs still being written are never touched); "
+                        f"'off' keeps everything (default: ${retention.ENV_AGE}, else "
+                        f"{retention.DEFAULT_AGE})")
+    p.add_argument("--prune-every", type=float, metavar="SECONDS", default=PRUNE_EVERY_S,
+                   help=argparse.SUPPRESS)
     p.add_argument("-q", "--quiet", action="store_true", help="log only warnings and errors")
     p.set_defaults(func=main)
 
@@ -65,8 +73,14 @@ def main(args: argparse.Namespace) -> int:
     except settings_mod.SettingsError as exc:
         print(f"plutosync run: {exc}", file=sys.stderr)
         return 2
+    try:
+        retention_s = _retention(args.retention)
+    except ValueError as exc:
+        print(f"plutosync run: {exc}", file=sys.stderr)
+        return 2
     options = Options(exit_when_idle=args.exit_when_idle, once=args.once, timeout=args.timeout,
-                      poll=args.poll, heartbeat=args.heartbeat)
+                      poll=args.poll, heartbeat=args.heartbeat, retention_s=retention_s,
+                      prune_every=args.prune_every)
     daemon = Daemon(args.dir, settings, options)
     daemon.install_signal_handlers()
     try:
@@ -77,3 +91,14 @@ def main(args: argparse.Namespace) -> int:
     except journal.JournalError as exc:
         print(f"plutosync run: {exc}", file=sys.stderr)
         return 2
+
+
+def _retention(text: str | None) -> float | None:
+    if text is None:
+        return retention.default_age_s()
+    if text.strip().lower() in ("off", "never", "none"):
+        return None
+    try:
+        return retention.parse_duration(text)
+    except ValueError as exc:
+        raise ValueError(f"--retention: {exc}") from None
