@@ -133,8 +133,9 @@ def expected_run(writers: list[Writer], reports: dict[str, list[dict]],
         for s in steps:
             for n in w.names:
                 required[(n, s)] = value(n, s)
-        ended = any(x["op"] == "end" for x in lines)
-        cut = not ended and launch.signalled is not None
+        # Signalled between a call's return and its report (SIGTERM's handler still reports
+        # the end; a state change in progress is finished first, then the run ends).
+        cut = launch.signalled is not None
         if cut and len(steps) < w.steps:
             nxt = (w.first_step + len(steps)) if w.explicit_steps else \
                 (steps[-1] if steps else init["step"]) + 1
@@ -150,15 +151,15 @@ def expected_run(writers: list[Writer], reports: dict[str, list[dict]],
                 else:
                     tags = [sorted(x["tags"])]
         end = next((x["how"] for x in lines if x["op"] == "end"), None)
-        if end is not None:
-            states = {_apply_status(s, END_STATUS[end]) for s in states}
-        elif pending is not None and cut:  # killed after announcing, before reporting
+        if pending is not None and cut:  # signalled after announcing, before reporting
             if pending["kind"] == "config":
                 configs = configs + [deep_merge(c, pending["delta"]) for c in configs]
             elif pending["kind"] == "tags":
                 tags = tags + [sorted(pending["tags"])]
-            else:
+            elif end is None:
                 states = states | {_apply_status(s, END_STATUS[pending["how"]]) for s in states}
+        if end is not None:
+            states = {_apply_status(s, END_STATUS[end]) for s in states}
     return {"required": required, "allowed": allowed, "configs": configs, "tags": tags,
             "states": states}
 

@@ -131,3 +131,13 @@ def test_expected_state_follows_severity_and_resumes() -> None:
                               {"t0": t0, "s0": s0}, launches)
     assert exp["states"] == {"RUNNING"}  # the resume reopened it; close() changes nothing
     assert oracle._apply_status("FAILED", "COMPLETED") == "FAILED"
+
+
+def test_expected_state_of_a_sigterm_during_a_state_change() -> None:
+    # seed 1040: SIGTERM between "will" and "did": the SDK may finish the change first
+    lines = [{"op": "init", "step": 0, "config": {"a": 1}, "tags": []}, {"op": "log", "step": 0},
+             {"op": "will", "kind": "config", "delta": {"b": 2}}, {"op": "end", "how": "sigterm"}]
+    exp = oracle.expected_run([_w("t0", "trainer", "sigterm")], {"t0": lines},
+                              {"t0": oracle.Launch(started=True, signalled="sigterm")})
+    assert exp["configs"] == [{"a": 1}, {"a": 1, "b": 2}]
+    assert exp["states"] == {"TERMINATED"} and exp["allowed"] == {("m", 1)}
