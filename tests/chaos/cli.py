@@ -74,7 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     results: list[Result] = []
     t0 = time.monotonic()
     for seed in range(args.seed, args.seed + args.schedules):
-        r = run_schedule(build(seed), root / f"seed-{seed}")
+        try:
+            r = run_schedule(build(seed), root / f"seed-{seed}")
+        except KeyboardInterrupt:  # Ctrl-C: the figures of the schedules that completed
+            print(f"interrupted: {len(results)} of {args.schedules} schedules completed")
+            break
         results.append(r)
         print(line(r), flush=True)
         if not r.ok:
