@@ -162,9 +162,10 @@ class PlutoClient:
         try:
             # No redirects (as the stock client): a POST redirected is not delivered, and the
             # key must not follow a Location; stream, so a huge answer is never read whole.
+            # verify per request: a session's verify=False loses to REQUESTS_CA_BUNDLE
             resp = self.session.request(method, url, data=data, headers=headers, params=params,
                                         timeout=self.timeout, allow_redirects=False,
-                                        stream=True)
+                                        stream=True, verify=self.settings.verify_tls)
             _read_bounded(resp, url)
         except requests.Timeout:
             raise TransientError(None, f"{_where(url)} timed out") from None
