@@ -37,7 +37,7 @@ Transient errors (server down, 5xx, 429) are retried for --timeout seconds; a re
 stops at once. Events the server refuses for good are recorded and listed, not retried.
 
 exit codes: 0 everything delivered, 1 something is left (listed with the reason), 2 bad usage
-or no journal found."""
+or a PATH with no journal in it (the journals found elsewhere are still delivered)."""
 
 
 @dataclass
@@ -69,19 +69,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=main)
 
 
-def find_journals(paths: list[str]) -> list[Path]:
-    """The journal files named by PATHs (default PLUTO_DIR), each once, in order."""
+def find_journals(paths: list[str]) -> tuple[list[Path], list[str]]:
+    """The journal files named by PATHs (default PLUTO_DIR), each once, in order, and the
+    PATHs under which none was found."""
     found: list[Path] = []
+    empty: list[str] = []
     for raw in paths or [None]:
         file = journal.resolve_path(raw)
+        before = len(found)
         if file.is_file():
             found.append(file)
         elif raw is not None and Path(raw).is_dir():
             found.extend(sorted(Path(raw).rglob(journal.JOURNAL_FILE)))
+        if len(found) == before:
+            empty.append(str(file.parent if raw is None else raw))
     unique: dict[Path, None] = {}
     for f in found:
         unique.setdefault(f.resolve(), None)
-    return list(unique)
+    return list(unique), empty
 
 
 def push_one(file: Path, settings: settings_mod.Settings, stop: threading.Event,
@@ -148,10 +153,11 @@ def main(args: argparse.Namespace) -> int:
     except settings_mod.SettingsError as exc:
         console.print(f"plutosync push: {exc}", markup=False)
         return 2
-    files = find_journals(args.paths)
+    files, empty = find_journals(args.paths)
+    for where in empty:  # a path named on purpose that holds nothing is a mistake to report
+        console.print(f"plutosync push: no journal found in {where} (a journal directory "
+                      f"holds {journal.JOURNAL_FILE}; an export is a .db file)", markup=False)
     if not files:
-        where = ", ".join(args.paths) or str(journal.resolve_path(None))
-        console.print(f"plutosync push: no journal found in {where}", markup=False)
         return 2
     stop = threading.Event()
     previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -170,7 +176,9 @@ def main(args: argparse.Namespace) -> int:
     finally:
         signal.signal(signal.SIGINT, previous)
     _summary(console, outcomes)
-    return 0 if all(o.left == 0 for o in outcomes) else 1
+    if any(o.left for o in outcomes):
+        return 1
+    return 2 if empty else 0
 
 
 def _summary(console: Console, outcomes: list[Outcome]) -> None:

@@ -28,7 +28,7 @@ def test_push_delivers_many_journals_and_a_second_push_sends_nothing(tmp_path, p
     _journal(tmp_path / "site" / "n1", "run-b")
     _journal(tmp_path / "site" / "n2" / "journal.db", "run-c")
     paths = [str(tmp_path / "a"), str(tmp_path / "site")]
-    assert len(find_journals(paths)) == 3
+    assert len(find_journals(paths)[0]) == 3
 
     first = push(pluto_server, tmp_path, *paths)
     assert first.wait(60) == 0, first.log()
@@ -96,3 +96,16 @@ def test_push_without_a_journal_is_a_usage_error(tmp_path, pluto_server):
     p = push(pluto_server, tmp_path, str(tmp_path / "nothing-here"))
     assert p.wait(30) == 2
     assert "no journal found" in p.log()
+
+
+def test_a_named_path_without_a_journal_is_reported_and_the_others_delivered(tmp_path,
+                                                                            pluto_server):
+    _journal(tmp_path / "good", "run-good")
+    (tmp_path / "typo").mkdir()
+    p = push(pluto_server, tmp_path, str(tmp_path / "good"), str(tmp_path / "typo"),
+             str(tmp_path / "missing"))
+    assert p.wait(60) == 2, p.log()
+    log = " ".join(p.log().split())  # rich may wrap long lines
+    assert f"no journal found in {tmp_path / 'typo'}" in log
+    assert f"no journal found in {tmp_path / 'missing'}" in log
+    assert [r["name"] for r in pluto_server.list_runs("proj")] == ["run-good"]
