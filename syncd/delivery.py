@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pluto_offline import journal
-from syncd.client import RejectedError
+from syncd.client import RejectedError, TransientError
 
 if TYPE_CHECKING:
     from syncd.replayer import Cursor, Replayer, RunCtx
@@ -233,7 +233,28 @@ class Delivery:
         except RejectedError as exc:
             self.r.rejected(ctx, ev, exc)
             return
+        except TransientError as exc:
+            if exc.code is None and ev.kind in ("config", "tags", "status"):
+                self.r.ambiguous(ctx.row.key, ev.kind)
+            raise
         self.r.acked(ctx, ev.seq, 1, requests=sent)
+
+    def reassert(self, ctx: RunCtx, kinds: set[str]) -> None:
+        """Send the run's final config / tags / terminal status again (see Replayer.ambiguous)."""
+        row = ctx.row
+        sid = ctx.server_id
+        assert sid is not None
+        if "config" in kinds and isinstance(row.config, dict) and row.config:
+            self.client.update_config(sid, json.dumps(row.config))
+        if "tags" in kinds:
+            self.client.update_tags(sid, list(row.tags))
+        if "status" in kinds:
+            ev = journal.last_event(self.j, row.key, ("status",), before=row.acked_seq + 1)
+            status = (ev.data() or {}).get("status") if ev else None
+            if status in journal.TERMINAL_STATUSES:
+                if self.client.run_details(sid).get("status") != status:
+                    self._status(ctx, ev, ev.data() or {})
+        log.info("run %s: final state re-asserted after an unanswered request", ctx.label)
 
     def _status(self, ctx: RunCtx, ev: journal.Event, payload: dict) -> int:
         sid = ctx.server_id

@@ -35,6 +35,7 @@ log = logging.getLogger("plutosync")
 
 BATCH_BYTES = 4 * 1024 * 1024  # one NDJSON request: big enough to amortize, small for RSS
 READ_CHUNK = 16  # events read per query (an SDK event holds up to 2,000 calls): bounded memory
+REASSERT_AFTER = 3.0  # request timeouts after an unanswered state request
 RUN_SLICE_S = 0.5  # a run's turn in a pass, so one backlog cannot starve a live run
 QUIET_S = 60.0  # the same trouble is logged at most once a minute
 
@@ -135,6 +136,7 @@ class Replayer:
     _auth: _Gate = field(default_factory=_Gate)
     _warned: tuple[object, float] = (None, 0.0)  # (kind of trouble, when) last logged
     _paused_at: float = 0.0
+    _reassert: dict[int, tuple[float, set[str]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         from syncd.delivery import Delivery  # the per-event requests
@@ -150,14 +152,52 @@ class Replayer:
                 break
             if self._ready(row):
                 self._deliver(row)
+        self._run_reasserts()
         return Progress(self.totals.requests - before.requests,
                         self.totals.events - before.events,
                         self.totals.rejected - before.rejected)
 
     def outstanding(self) -> list[journal.RunRow]:
-        """Runs with pending events that can still be delivered without a person's help."""
-        return [r for r in journal.runs_with_pending(self.j)
+        """Runs with pending events that can still be delivered without a person's help, and
+        runs whose final state is still to be re-asserted."""
+        rows = [r for r in journal.runs_with_pending(self.j)
                 if not r.conflict and not self._sched.get(r.key, _Sched()).stuck]
+        keys = {r.key for r in rows}
+        return rows + [r for k in self._reassert if k not in keys
+                       and (r := journal.get_run(self.j, k)) is not None]
+
+    # ------------------------------------------------------------------ late requests
+    def ambiguous(self, key: int, kind: str) -> None:
+        """A state request (config, tags, status) got no answer: the server may still apply
+        it, late, after the requests that follow it. Once it can no longer land, send the
+        run's final state again (``REASSERT_AFTER`` request timeouts later)."""
+        due = time.monotonic() + REASSERT_AFTER * self.client.settings.timeout
+        _, kinds = self._reassert.get(key, (0.0, set()))
+        self._reassert[key] = (due, kinds | {kind})
+        self._sched.setdefault(key, _Sched()).hold = (
+            "re-asserting the final config/tags/status after a request that got no answer")
+
+    def _run_reasserts(self) -> None:
+        now = time.monotonic()
+        for key, (due, kinds) in list(self._reassert.items()):
+            if due > now or self.stop.is_set():
+                continue
+            row = journal.get_run(self.j, key)
+            if row is None or row.server_id is None:
+                del self._reassert[key]
+                continue
+            if journal.pending_events(self.j, key, after=row.acked_seq, limit=1):
+                continue  # after the run's own pending updates, not before them
+            try:
+                self.delivery.reassert(RunCtx(row, row.server_id, row.acked_seq), kinds)
+            except TransientError as exc:
+                self._reassert[key] = (now + (retry.next_delay(exc, 1) or 1.0), kinds)
+                continue
+            except (AuthError, ClientError) as exc:
+                log.warning("run %s/%s: could not re-assert its final state: %s",
+                            row.project, row.name or row.run_id, exc.describe())
+            del self._reassert[key]
+            self._sched.setdefault(key, _Sched()).hold = None
 
     def stuck(self) -> list[journal.RunRow]:
         """Runs with pending events held until a person acts (a conflict), with the reason."""
@@ -173,6 +213,7 @@ class Replayer:
         now = time.monotonic()
         dues = [s.due for s in self._sched.values() if s.due > now]
         dues += [g.due for g in (self._net, self._auth) if g.due > now]
+        dues += [max(due, now + 0.05) for due, _ in self._reassert.values()]
         return min(dues) - now if dues else None
 
     def _ready(self, row: journal.RunRow) -> bool:

@@ -70,7 +70,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--insecure", action="store_true",
         help="do not verify the server's TLS certificate (a warning is logged)",
     )
+    parser.add_argument(
+        "--request-timeout", type=float, metavar="SECONDS", default=None,
+        help="give up on an HTTP request the server has not answered after this long and "
+             "retry it (default: $PLUTOSYNC_TIMEOUT, else 30)",
+    )
 
 
 def from_args(args: argparse.Namespace) -> Settings:
-    return Settings.from_env(server=args.server, insecure=args.insecure)
+    timeout = args.request_timeout
+    if timeout is None:
+        text = os.environ.get("PLUTOSYNC_TIMEOUT") or "30"
+        try:
+            timeout = float(text)
+        except ValueError:
+            raise SettingsError(
+                f"PLUTOSYNC_TIMEOUT={text!r} is not a number of seconds (e.g. 30)") from None
+    if not timeout > 0:
+        raise SettingsError(f"the request timeout must be a positive number of seconds, "
+                            f"not {timeout}")
+    return Settings.from_env(server=args.server, insecure=args.insecure, timeout=timeout)

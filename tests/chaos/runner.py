@@ -2,8 +2,8 @@
 SIGKILLed and restarted, then a drain and the oracle.
 
 Everything is a real process: ``plutosync serve`` (:class:`tests.fixtures.server.LocalServer`),
-``plutosync run`` (through ``daemon_main.py``, which only shortens its HTTP timeout so stalls
-outlast it), and one ``trainer.py`` per writer. Usable outside pytest (``scripts/chaos``).
+``plutosync run`` (with a short ``PLUTOSYNC_TIMEOUT`` so that stalls outlast it), and one
+``trainer.py`` per writer. Usable outside pytest (``scripts/chaos``).
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ class DaemonProc:
             return
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, str(HERE / "daemon_main.py"), "run", "--dir",
+                [sys.executable, "-m", "syncd", "run", "--dir",
                  str(self.journal_dir), "--poll", "0.2"],
                 env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
 
@@ -162,7 +162,7 @@ class Runner:
         server = LocalServer(self.workdir / "server", reaper=self.s.reaper).start()
         base = {k: v for k, v in os.environ.items() if not k.startswith(("PLUTO_", "MLOP_"))}
         self.writer_env = {**base, "PLUTO_OFFLINE_AUTOSTART": "0"}
-        daemon_env = {**base, **server.env(), "CHAOS_CLIENT_TIMEOUT": str(self.s.client_timeout)}
+        daemon_env = {**base, **server.env(), "PLUTOSYNC_TIMEOUT": str(self.s.client_timeout)}
         daemon = DaemonProc(self.journal_dir, daemon_env, self.workdir / "daemon.log")
         self.server, self.daemon = server, daemon
         drain_s: float | None = None
