@@ -8,7 +8,9 @@ spawns a daemon; ingest faults; a bad-key push; a good-key ``run --once``; ``sta
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -132,6 +134,10 @@ def test_the_key_appears_in_no_artefact_of_a_full_run(tmp_path):
     finally:
         server.terminate()
         server.wait(10)
+        for pid, title in _proc_titles().items():  # a daemon left behind by a failed step
+            if str(jdir).encode() in title:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
 
     files = [p for p in tmp_path.rglob("*") if p.is_file() and p.name != "server.db"]
     assert any(p.name == "plutosync.log" for p in files)  # the autostarted daemon's log
