@@ -50,9 +50,12 @@ class ClientError(Exception):
 class TransientError(ClientError):
     """Worth retrying: the server is unreachable, overloaded or rate limiting."""
 
-    def __init__(self, code: int | None, reason: str, retry_after: float | None = None) -> None:
+    def __init__(self, code: int | None, reason: str, retry_after: float | None = None,
+                 *, unanswered: bool = False) -> None:
         super().__init__(code, reason)
         self.retry_after = retry_after
+        # sent, then no answer in time: the server may still apply the request, late
+        self.unanswered = unanswered
 
 
 class AuthError(ClientError):
@@ -167,6 +170,8 @@ class PlutoClient:
                                         timeout=self.timeout, allow_redirects=False,
                                         stream=True, verify=self.settings.verify_tls)
             _read_bounded(resp, url)
+        except requests.ReadTimeout:
+            raise TransientError(None, f"{_where(url)} timed out", unanswered=True) from None
         except requests.Timeout:
             raise TransientError(None, f"{_where(url)} timed out") from None
         except requests.RequestException as exc:

@@ -234,7 +234,7 @@ class Delivery:
             self.r.rejected(ctx, ev, exc)
             return
         except TransientError as exc:
-            if exc.code is None and ev.kind in ("config", "tags", "status"):
+            if exc.unanswered and ev.kind in ("config", "tags", "status"):
                 self.r.ambiguous(ctx.row.key, ev.kind)
             raise
         self.r.acked(ctx, ev.seq, 1, requests=sent)
