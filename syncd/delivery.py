@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from pluto_offline import journal
 from syncd.client import RejectedError, TransientError
+from syncd.render import Renderer
 
 if TYPE_CHECKING:
     from syncd.replayer import Cursor, Replayer, RunCtx
@@ -31,6 +32,7 @@ class Delivery:
         self.r = replayer
         self.j = replayer.j
         self.client = replayer.client
+        self.render = Renderer()
 
     def step(self, ctx: RunCtx, cursor: Cursor) -> None:
         """Deliver the next event (or batch) of the run."""
@@ -51,7 +53,10 @@ class Delivery:
         elif ev.kind == "resume":
             self._resume(ctx, cursor.take())
         elif ev.kind in ("metrics", "data"):
-            self._ingest(ctx, cursor.take_batch(ev.kind, self.r.batch_bytes))
+            batch = cursor.take_batch(ev.kind, self.r.batch_bytes)
+            if ev.kind == "metrics":
+                self.render.prefetch(cursor.ahead(self.r.batch_bytes))
+            self._ingest(ctx, batch)
         elif ev.kind == "close":
             self.r.acked(ctx, cursor.take().seq, 1, requests=0)  # close sends nothing
         else:
@@ -298,7 +303,7 @@ class Delivery:
                         send: Callable[[int, str, bytes], None]) -> None:
         """Send a batch; on a refusal split it in halves until the bad events are found."""
         try:
-            send(ctx.server_id, ctx.row.project, _join(_text(ev) for ev in events))
+            send(ctx.server_id, ctx.row.project, _join(self.render.text(ev) for ev in events))
         except RejectedError as exc:
             if len(events) > 1:
                 mid = len(events) // 2
@@ -312,7 +317,7 @@ class Delivery:
     def _isolate_lines(self, ctx: RunCtx, ev: journal.Event,
                        send: Callable[[int, str, bytes], None], first: RejectedError) -> None:
         """Deliver the good lines of a refused event and record the bad ones."""
-        lines = [line for line in _text(ev).split("\n") if line.strip()]
+        lines = [line for line in self.render.text(ev).split("\n") if line.strip()]
         bad: list[tuple[int, int, RejectedError]] = []
         budget = [ISOLATE_BUDGET]
 
@@ -351,11 +356,6 @@ ORIGIN_KEY = "plutoOffline"
 
 def _origin(j: journal.Journal, row: journal.RunRow) -> dict[str, Any]:
     return {"journal": j.id, "run": row.key}
-
-
-def _text(ev: journal.Event) -> str:
-    """An ingest event's NDJSON (the SDK packs metrics; formatting them is our job)."""
-    return journal.metrics_ndjson(ev.payload) if ev.kind == "metrics" else (ev.payload or "")
 
 
 def _join(parts: Any) -> bytes:

@@ -108,6 +108,19 @@ class Cursor:
         self.peek()
         return self.buf.popleft()
 
+    def ahead(self, limit_bytes: int) -> list[journal.Event]:
+        """The buffered events, reading more until about ``limit_bytes`` of payload are held:
+        what the next request will carry, to render while this one is in flight."""
+        size = sum(len(e.payload or "") for e in self.buf)
+        while size < limit_bytes:
+            events = journal.pending_events(self.j, self.run, after=self.after, limit=READ_CHUNK)
+            if not events:
+                break
+            self.buf.extend(events)
+            self.after = events[-1].seq
+            size += sum(len(e.payload or "") for e in events)
+        return list(self.buf)
+
     def take_batch(self, kind: str, limit_bytes: int) -> list[journal.Event]:
         out: list[journal.Event] = []
         size = 0
