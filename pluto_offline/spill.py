@@ -3,7 +3,9 @@
 One file per writer (one process × one run): ``<journal dir>/spill/<writer_id>.spill``, mapped
 ``MAP_SHARED``. ``log()`` copies one record into the map, with no syscall: once the copy ends
 the bytes are in the page cache, so they survive SIGKILL of the process. The writer holds an
-exclusive ``flock`` on the file for its whole life; that lock is its liveness.
+exclusive ``flock`` on the file for its whole life; that lock is its liveness. The file is
+made under a temporary name (``<writer_id>.spill.new``), locked, then renamed: a file under its
+final name is always locked by its writer, so no probe or recoverer ever sees one half-made.
 
 Layout (little-endian; ``docs/journal.md`` has the reader's view)::
 
@@ -25,6 +27,7 @@ import fcntl
 import mmap
 import os
 import struct
+import time
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -40,6 +43,8 @@ RECORD_HEADER = 16
 INITIAL_SIZE = 1 << 20
 MAX_SIZE = 64 << 20
 SUFFIX = ".spill"
+NEW_SUFFIX = ".spill.new"
+STALE_NEW_S = 60.0  # a .spill.new this old lost its creator between create and rename
 _MASK = 0xFFFFFFFF
 _rec_head = struct.Struct("<II")
 _rec_num = struct.Struct("<Q")
@@ -74,15 +79,18 @@ class Spill:
         """Create and lock ``spill_dir/<writer_id>.spill`` (0600, directory 0700)."""
         spill_dir.mkdir(mode=0o700, exist_ok=True)
         path = spill_dir / f"{writer_id}{SUFFIX}"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        new = spill_dir / f"{writer_id}{NEW_SUFFIX}"
+        fd = os.open(new, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         try:
+            # nobody else knows this name yet, so the lock cannot be contended
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             os.posix_fallocate(fd, 0, INITIAL_SIZE)
             os.pwrite(fd, MAGIC + struct.pack("<II", VERSION, HEADER_SIZE), 0)
+            os.rename(new, path)  # flock belongs to the open file, so it survives the rename
             return cls(path, fd, INITIAL_SIZE)
         except BaseException:
             os.close(fd)
-            path.unlink(missing_ok=True)
+            new.unlink(missing_ok=True)
             raise
 
     def append(self, payload: bytes) -> None:
@@ -214,6 +222,8 @@ def recover_orphans(j: Journal) -> int:
     for name in names:
         if name.endswith(SUFFIX):
             total += _recover_one(j, spill_dir / name, name[: -len(SUFFIX)])
+        elif name.endswith(NEW_SUFFIX):
+            _remove_stale_new(spill_dir / name)
     _end_vanished_writers(j)
     return total
 
@@ -256,6 +266,26 @@ def _recover_one(j: Journal, path: Path, writer_id: str) -> int:
                 buf.close()
         path.unlink(missing_ok=True)
         return folded
+    finally:
+        os.close(fd)
+
+
+def _remove_stale_new(path: Path) -> None:
+    """Delete a ``.spill.new`` whose creator died before renaming it (it holds no records).
+
+    Only old files are even opened: locking a young one could fail its creator's lock.
+    """
+    try:
+        if time.time() - os.stat(path).st_mtime <= STALE_NEW_S:
+            return
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        path.unlink(missing_ok=True)
+    except BlockingIOError:
+        pass
     finally:
         os.close(fd)
 

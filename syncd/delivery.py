@@ -92,7 +92,7 @@ class Delivery:
             # Marked before sending: after a crash, resumed=true is then our own create.
             replay = journal.sent_seq(self.j, row.key) >= ev.seq
             journal.mark_sent(self.j, row.key, ev.seq)
-            answer = self.client.create_run(body)
+            answer = self._opening(row, self.client.create_run, body)
         except RejectedError as exc:
             self._open_refused(ctx, ev, exc)
             return
@@ -139,11 +139,12 @@ class Delivery:
             body = {"externalId": row.run_id, "projectName": row.project}
         try:
             try:
-                answer = self.client.resume_run(body)
+                answer = self._opening(row, self.client.resume_run, body)
             except RejectedError as exc:
                 if exc.code != 409 or "displayId" not in body:
                     raise
-                answer = self.client.resume_run({**body, "projectName": row.project})
+                answer = self._opening(row, self.client.resume_run,
+                                       {**body, "projectName": row.project})
         except RejectedError as exc:
             if ctx.server_id is None:
                 self._open_refused(ctx, ev, exc)
@@ -151,6 +152,16 @@ class Delivery:
                 self.r.rejected(ctx, ev, exc)
             return
         self._opened(ctx, ev, answer, "resumed")
+
+    def _opening(self, row: journal.RunRow, send: Any, body: dict[str, Any]) -> dict[str, Any]:
+        """Send a create or resume. Either sets the run RUNNING on the server; one left
+        unanswered may land late, after the run's terminal status, and reopen it."""
+        try:
+            return send(body)
+        except TransientError as exc:
+            if exc.unanswered:
+                self.r.ambiguous(row.key, "status")
+            raise
 
     def _opened(self, ctx: RunCtx, ev: journal.Event, answer: dict, how: str) -> None:
         fields = {
@@ -254,8 +265,9 @@ class Delivery:
         if "tags" in kinds:
             self.client.update_tags(sid, list(row.tags))
         if "status" in kinds:
-            ev = journal.last_event(self.j, row.key, ("status",), before=row.acked_seq + 1)
-            status = (ev.data() or {}).get("status") if ev else None
+            # the latest create/resume/status decides: after a resume the run is RUNNING again
+            ev = journal.last_event(self.j, row.key, _LIFECYCLE, before=row.acked_seq + 1)
+            status = (ev.data() or {}).get("status") if ev and ev.kind == "status" else None
             if status in journal.TERMINAL_STATUSES:
                 if self.client.run_details(sid).get("status") != status:
                     self._status(ctx, ev, ev.data() or {})

@@ -49,3 +49,51 @@ def test_stalled_update_does_not_overwrite_a_later_one(pluto_server: LocalServer
     assert not journal_backlog(tmp_path)["pending"]
     server_run = pluto_server.list_runs("stall")[0]
     assert server_run["config"] == {"lr": 2}
+
+
+def _drain(server: LocalServer, jdir: Path, project: str, want: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PLUTO_")}
+    env.update(server.env(), PLUTOSYNC_TIMEOUT=str(TIMEOUT))
+    daemon = DaemonProc(jdir, env, jdir / "daemon.log")
+    daemon.start()
+    try:
+        deadline = time.monotonic() + 30
+        while journal_backlog(jdir)["pending"] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(TIMEOUT + 2.5)  # the stalled request has been applied by now
+        deadline = time.monotonic() + 15
+        while server.list_runs(project)[0]["status"] != want and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        daemon.stop()
+    assert not journal_backlog(jdir)["pending"]
+    return server.list_runs(project)[0]
+
+
+def test_stalled_create_does_not_reopen_a_finished_run(pluto_server: LocalServer,
+                                                       tmp_path: Path) -> None:
+    # a create sets RUNNING (a repeat one reopens the run): applied late, after COMPLETED
+    run = pluto_offline.init(dir=tmp_path, project="stall-c", run_id="stall-c0",
+                             settings={"autostart": False})
+    run.log({"x": 1.0})
+    run.finish()
+    pluto_server.fault("stall", path="/api/runs/create", count=1, seconds=TIMEOUT + 2)
+    server_run = _drain(pluto_server, tmp_path, "stall-c", "COMPLETED")
+    assert pluto_server.faults()[0]["fired"] == 1
+    assert server_run["status"] == "COMPLETED"
+    assert len(pluto_server.list_runs("stall-c")) == 1
+
+
+def test_stalled_resume_does_not_reopen_a_finished_run(pluto_server: LocalServer,
+                                                       tmp_path: Path) -> None:
+    run = pluto_offline.init(dir=tmp_path, project="stall-r", run_id="stall-r0",
+                             settings={"autostart": False})
+    run.close()
+    again = pluto_offline.init(dir=tmp_path, project="stall-r", run_id="stall-r0",
+                               resume=True, settings={"autostart": False})
+    again.log({"x": 1.0})
+    again.finish(code=1)
+    pluto_server.fault("stall", path="/api/runs/resume", count=1, seconds=TIMEOUT + 2)
+    server_run = _drain(pluto_server, tmp_path, "stall-r", "FAILED")
+    assert pluto_server.faults()[0]["fired"] == 1
+    assert server_run["status"] == "FAILED"
