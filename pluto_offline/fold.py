@@ -1,35 +1,37 @@
 """Fold spill records into journal events: the one place the event payloads are made.
 
-A record is the ``marshal`` of a tuple, written by ``Run.log``:
+A record, as ``spill`` reads it back, is one of:
 
-- ``(step, time_ms, metrics)``: the fast path, every name already registered;
-- ``(step, time_ms, metrics, strings, new_metric_names, new_data_names)``: anything else.
+- ``b"V"`` + a values payload: ``log()``'s fast path (``spill.VALUES``), kept packed;
+- the ``marshal`` of ``(step, time_ms, metrics)``: every name already registered;
+- the ``marshal`` of ``(step, time_ms, metrics, strings, new_metric_names, new_data_names)``:
+  anything else.
 
 A batch of records becomes, in this order: ``lognames`` events for the new names, ``metrics``
 events (packed records, ≤ ``LINES_PER_EVENT`` each) and ``data`` events (string series,
 NDJSON)::
 
     with j.transaction():
-        write(j, run_key, writer_id, payloads, last_number)
+        write(j, run_key, writer_id, payloads, last_number, spill.schemas)
 """
 
 from __future__ import annotations
 
 import json
 import marshal
+import struct
 from typing import TYPE_CHECKING, Any
 
 from pluto_offline.journal import append_events, pack_metrics
+from pluto_offline.journal.payloads import SCHEMA_ENTRY, VALUES_ENTRY, entry_step_time
 
 if TYPE_CHECKING:
     from pluto_offline.journal import Journal
 
 LINES_PER_EVENT = 2000
+_V = VALUES_ENTRY[0]
+_u32 = struct.Struct("<I")
 _compact = json.JSONEncoder(separators=(",", ":")).encode
-
-
-def decode(payloads: list[bytes]) -> list[tuple]:
-    return [marshal.loads(p) for p in payloads]
 
 
 def _is_plain(payload: bytes) -> bool:
@@ -47,11 +49,13 @@ def ndjson(lines: list[dict[str, Any]]) -> str:
     return _compact(lines)[1:-1].replace('},{"time":', '}\n{"time":')
 
 
-def rows(run_key: int, payloads: list[bytes]) -> list[tuple]:
+def rows(run_key: int, payloads: list[bytes],
+         schemas: list[tuple[str, ...]] | None = None) -> list[tuple]:
     """``(run, kind, time, step, payload)`` event rows for a batch of spill records.
 
-    Plain metric records go into the ``metrics`` payload as they are (packed, see
-    ``journal.pack_metrics``): no float is formatted in the training process.
+    Plain metric records and the fast path's values records go into the ``metrics`` payload as
+    they are (packed, see ``journal.pack_metrics``), each event led by the schemas its values
+    records use: no float is formatted, no dict is built in the training process.
     """
     out: list[tuple] = []
     new_metric: list[str] = []
@@ -60,7 +64,7 @@ def rows(run_key: int, payloads: list[bytes]) -> list[tuple]:
     data_lines: list[dict] = []
     t0 = None
     for p in payloads:
-        if _is_plain(p):
+        if p[0] == _V or _is_plain(p):
             metric_records.append(p)
             continue
         step, t, metrics, strings, names_m, names_d = marshal.loads(p)
@@ -73,7 +77,7 @@ def rows(run_key: int, payloads: list[bytes]) -> list[tuple]:
             data_lines.append({"time": t, "data": text, "dataType": "string-series",
                                "logName": name, "step": step})
     if t0 is None and metric_records:
-        t0 = marshal.loads(metric_records[0])[1]
+        t0 = entry_step_time(metric_records[0])[1]
     if new_metric:
         out.append((run_key, "lognames", t0, None,
                     json.dumps({"type": "METRIC", "names": list(dict.fromkeys(new_metric))})))
@@ -82,16 +86,24 @@ def rows(run_key: int, payloads: list[bytes]) -> list[tuple]:
                     json.dumps({"type": "DATA", "names": list(dict.fromkeys(new_data))})))
     for i in range(0, len(metric_records), LINES_PER_EVENT):
         chunk = metric_records[i:i + LINES_PER_EVENT]
-        first, last = marshal.loads(chunk[0]), marshal.loads(chunk[-1])
-        out.append((run_key, "metrics", first[1], last[0], pack_metrics(chunk)))
+        used = sorted({_schema_of(r) for r in chunk if r[0] == _V})
+        lead = [SCHEMA_ENTRY + marshal.dumps((k, schemas[k])) for k in used] if used else []
+        first, last = entry_step_time(chunk[0]), entry_step_time(chunk[-1])
+        out.append((run_key, "metrics", first[1], last[0], pack_metrics(lead + chunk)))
     for i in range(0, len(data_lines), LINES_PER_EVENT):
         chunk = data_lines[i:i + LINES_PER_EVENT]
         out.append((run_key, "data", chunk[0]["time"], chunk[-1]["step"], ndjson(chunk)))
     return out
 
 
+def _schema_of(values_entry: bytes) -> int:
+    return _u32.unpack_from(values_entry, 1)[0]
+
+
 def write(j: Journal, run_key: int, writer_id: str, payloads: list[bytes],
-          last_number: int) -> None:
-    """Append the batch's events and record ``last_number`` as folded (inside a transaction)."""
-    append_events(j, rows(run_key, payloads))
+          last_number: int, schemas: list[tuple[str, ...]] | None = None) -> None:
+    """Append the batch's events and record ``last_number`` as folded (inside a transaction).
+
+    ``schemas`` (the spill's) name the values of the fast path's records."""
+    append_events(j, rows(run_key, payloads, schemas))
     j.conn.execute("UPDATE writers SET folded = ? WHERE id = ?", (last_number, writer_id))

@@ -16,8 +16,8 @@ from __future__ import annotations
 import atexit
 import logging
 import marshal
-import operator
 import sqlite3
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -34,11 +34,20 @@ from pluto_offline.journal import (
     set_run_state,
 )
 from pluto_offline.spill import Spill, SpillFull
-from pluto_offline.values import check_timestamp, deep_merge, native_config, normalize_tags, route
+from pluto_offline.values import (
+    MAX_STEP,
+    bad_step,
+    check_step,
+    check_timestamp,
+    deep_merge,
+    native_config,
+    normalize_tags,
+    route,
+)
 
 logger = logging.getLogger("pluto_offline")
 FLUSH_INTERVAL = 0.05
-MAX_STEP = 2**53  # beyond, JSON numbers (and the server) lose integers; SQLite overflows at 2**63
+_PLAIN_NUMBERS = frozenset((float, int))
 
 
 class Run:
@@ -61,7 +70,8 @@ class Run:
         self._step = step
         self._writer_id = writer_id
         self._spill = spill
-        self._metric_names = metric_names  # registered METRIC names: the fast path's test
+        self._metric_names = metric_names  # registered METRIC names
+        self._formats = spill.formats  # key tuples whose every key is one: the fast path
         self._data_names = data_names
         self._resumed = resumed
         self._fork = fork
@@ -99,24 +109,27 @@ class Run:
         if type(data) is not dict:
             data = self._check_data(data)
         if timestamp is None:
-            t = int(time.time() * 1000)
+            t = time.time_ns() // 1_000_000
         else:
             t = self._time_ms(timestamp)
         with self._append_lock:
             if step is None:
                 step = self._step + 1
             elif type(step) is not int:
-                step = _check_step(step)
+                step = check_step(step)
             elif not 0 <= step <= MAX_STEP:
-                raise ValueError(_bad_step(step))
+                raise ValueError(bad_step(step))
             self._step = step
-            if data.keys() <= self._metric_names:
-                # exact types only: marshal stores a numpy float64 or str_ as its buffer bytes
-                for k, v in data.items():
-                    if type(v) is not float and type(v) is not int or type(k) is not str:
-                        break
-                else:
-                    self._append(marshal.dumps((step, t, data)))
+            fmt = self._formats.get(tuple(data))
+            # exact types only: a bool, a numpy scalar or a str is routed by _log_slow
+            if fmt is not None and {*map(type, data.values())} <= _PLAIN_NUMBERS:
+                try:
+                    self._spill.append_values(fmt, step, t, data)
+                    return
+                except (struct.error, TypeError, OverflowError):
+                    pass  # an int no f64 holds: the slow path keeps it exact
+                except Exception as exc:
+                    self._append_failed(exc)
                     return
             self._log_slow(data, step, t)
 
@@ -146,17 +159,29 @@ class Run:
                                 "(further values of this key are dropped without a warning)")
         if metrics or strings or new_metric or new_data:
             self._append(marshal.dumps((step, t, metrics, strings, new_metric, new_data)))
+        if metrics and len(metrics) == len(data):
+            # every key a registered metric name: later calls with these keys take the fast path
+            self._add_schema(tuple(data), tuple(metrics))
+
+    def _add_schema(self, keys: tuple, names: tuple[str, ...]) -> None:
+        try:
+            self._spill.add_schema(keys, names)
+        except Exception as exc:  # the spill is full and the journal unwritable: stay slow
+            logger.debug("no fast path for %d keys: %s", len(keys), exc)
 
     def _append(self, payload: bytes) -> None:
         try:
             self._spill.append(payload)
-        except (SpillFull, JournalError) as exc:
+        except Exception as exc:
+            self._append_failed(exc)
+
+    def _append_failed(self, exc: Exception) -> None:
+        if isinstance(exc, (SpillFull, JournalError)):
             self._dropped += 1
             self._warn_once(("full", str(exc)), f"log(): the journal cannot be written ({exc}) "
                             "and the spill file is full: log records are being dropped")
-        except ValueError:
-            if not self._ended:  # the spill was closed by finish() in another thread
-                raise
+        elif not (isinstance(exc, ValueError) and self._ended):
+            raise exc  # a ValueError after the end: the spill was closed by another thread
 
     def _check_data(self, data: Any) -> dict:
         if not isinstance(data, Mapping):
@@ -195,7 +220,8 @@ class Run:
                 try:
                     with self._j.transaction():
                         if records:
-                            fold.write(self._j, self._key, self._writer_id, records, number)
+                            fold.write(self._j, self._key, self._writer_id, records, number,
+                                       self._spill.schemas)
                         if extra is not None:
                             extra(self._j)
                 except sqlite3.DatabaseError as exc:
@@ -414,22 +440,4 @@ class Run:
 
     def __repr__(self) -> str:
         return f"<pluto_offline.Run {self._project}/{self._run_id} step={self._step}>"
-
-
-def _check_step(step: Any) -> int:
-    if isinstance(step, bool):
-        raise TypeError(f"step must be an int, got {step!r}")
-    try:
-        step = operator.index(step)
-    except TypeError:
-        raise TypeError(f"step must be an int, got {type(step).__name__}") from None
-    if not 0 <= step <= MAX_STEP:
-        raise ValueError(_bad_step(step))
-    return step
-
-
-def _bad_step(step: int) -> str:
-    if step < 0:
-        return f"step must be >= 0, got {step}"
-    return f"step must be <= 2**53 (the largest integer JSON keeps exact), got {step}"
 

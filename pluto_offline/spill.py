@@ -9,50 +9,72 @@ final name is always locked by its writer, so no probe or recoverer ever sees on
 
 Layout (little-endian; ``docs/journal.md`` has the reader's view)::
 
-    header  64 bytes: b"PLSPILL1", u32 version (1), u32 header size (64), zero padding
-    record  u32 length, u32 crc, u64 number, payload (length bytes), zero pad to 8 bytes
+    header  64 bytes: b"PLSPILL1", u32 version (2), u32 header size (64), zero padding
+    record  u32 length, u32 tag, u64 number, payload (length bytes), zero pad to 8 bytes
 
-``payload`` is ``marshal`` of a tuple (see ``fold.py``); ``number`` counts records from 1 and
-has no gaps; ``crc`` is ``zlib.crc32(payload, number & 0xffffffff)``. The payload is written
-first, then the number, then length and crc, so a record torn by SIGKILL fails its check.
+``number`` counts records from 1 and has no gaps; it is written last, so a record cut short by
+SIGKILL still shows the number that was there before (0, or a smaller one from before a wrap)
+and ends the scan. ``tag`` says what the payload is:
+
+- ``RECORD`` (0): ``marshal`` of a tuple, as ``fold.py`` reads it;
+- ``SCHEMA`` (1): ``marshal`` of ``(schema_id, (name, ...))``: the metric names of a key set;
+- ``VALUES`` (2): ``u32 schema_id, i64 step, i64 time_ms`` and one f64 per name of the schema:
+  the fast path's record, written with one ``struct.pack_into`` and no ``marshal``.
+
 When the file is full it grows (``posix_fallocate``, so a full disk cannot SIGBUS us) up to
-``MAX_SIZE``; past that, once every record is folded, writing starts again after the header.
-A reader therefore takes records from the header on while the numbers run consecutively;
-the last folded number per writer is in ``writers.folded``, so nothing is folded twice.
+``MAX_SIZE``; past that, once every record is folded, writing starts again after the header,
+the schemas first. A reader therefore takes records from the header on while the numbers run
+consecutively; the last folded number per writer is in ``writers.folded``, so nothing is
+folded twice. Version 1 files (a crc in place of the tag, marshal records only) are still read.
 """
 
 from __future__ import annotations
 
 import fcntl
+import marshal
 import mmap
 import os
 import struct
-import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from pluto_offline.journal import Journal
+from pluto_offline.journal.payloads import VALUES_ENTRY
 
 MAGIC = b"PLSPILL1"
-VERSION = 1
+VERSION = 2
 HEADER_SIZE = 64
 RECORD_HEADER = 16
 INITIAL_SIZE = 1 << 20
 MAX_SIZE = 64 << 20
+MAX_SCHEMAS = 1024  # key sets given the fast path; others are logged the slow way
 SUFFIX = ".spill"
 NEW_SUFFIX = ".spill.new"
 STALE_NEW_S = 60.0  # a .spill.new this old lost its creator between create and rename
+RECORD, SCHEMA, VALUES = 0, 1, 2
 _MASK = 0xFFFFFFFF
 _rec_head = struct.Struct("<II")
 _rec_num = struct.Struct("<Q")
 _rec_full = struct.Struct("<IIQ")
+_values_head = struct.Struct("<Iqq")
 
 
 class SpillFull(Exception):
     """No room in the spill and the journal cannot take its records right now."""
+
+
+class Format:
+    """How one key set is packed: ``pack_into(mm, off, length, VALUES, schema, step, t,
+    *values)`` writes the record header (number zeroed) and the payload in one call."""
+
+    __slots__ = ("schema", "names", "length", "size", "struct")
+
+    def __init__(self, schema: int, names: tuple[str, ...]):
+        self.schema = schema
+        self.names = names
+        self.length = _values_head.size + 8 * len(names)
+        self.size = (RECORD_HEADER + self.length + 7) & ~7
+        self.struct = struct.Struct(f"<II8xIqq{len(names)}d")
 
 
 class Spill:
@@ -60,6 +82,7 @@ class Spill:
 
     ``drain`` is the owner's callback, called when the file is full and cannot grow: it must
     fold every published record into the journal and then call :meth:`wrap`, or raise.
+    ``formats`` maps a logged dict's key tuple to its :class:`Format` (see :meth:`add_schema`).
     """
 
     def __init__(self, path: Path, fd: int, size: int):
@@ -73,6 +96,8 @@ class Spill:
         self.published = (HEADER_SIZE, 0)
         self.rpos = HEADER_SIZE  # where the fold goes on from
         self.drain: Callable[[], None] | None = None
+        self.formats: dict[tuple, Format] = {}
+        self.schemas: list[tuple[str, ...]] = []
 
     @classmethod
     def create(cls, spill_dir: Path, writer_id: str) -> Spill:
@@ -93,7 +118,7 @@ class Spill:
             new.unlink(missing_ok=True)
             raise
 
-    def append(self, payload: bytes) -> None:
+    def append(self, payload: bytes, tag: int = RECORD) -> None:
         """Add one record. Raises :class:`SpillFull` only when the journal is unwritable too."""
         n = len(payload)
         off = self.wpos
@@ -101,13 +126,38 @@ class Spill:
         if off + size > self.size:
             off = self._make_room(size)
         mm = self.mm
+        _rec_full.pack_into(mm, off, n, tag, 0)
         mm[off + RECORD_HEADER:off + RECORD_HEADER + n] = payload
+        self._publish(off, size)
+
+    def append_values(self, fmt: Format, step: int, t: int, values: Mapping) -> None:
+        """The fast path's record: ``values`` are the logged dict's, in ``fmt``'s key order.
+
+        Raises ``TypeError``/``OverflowError`` (nothing written) for a value no f64 holds.
+        """
+        off = self.wpos
+        if off + fmt.size > self.size:
+            off = self._make_room(fmt.size)
+        fmt.struct.pack_into(self.mm, off, fmt.length, VALUES, fmt.schema, step, t,
+                             *values.values())
+        self._publish(off, fmt.size)
+
+    def _publish(self, off: int, size: int) -> None:
         number = self.number + 1
-        _rec_num.pack_into(mm, off + 8, number)
-        _rec_head.pack_into(mm, off, n, zlib.crc32(payload, number & _MASK))
+        _rec_num.pack_into(self.mm, off + 8, number)  # last: the record now exists
         self.number = number
         self.wpos = off + size
         self.published = (off + size, number)
+
+    def add_schema(self, keys: tuple, names: tuple[str, ...]) -> Format | None:
+        """Give the key set ``keys`` (as logged; ``names`` as journaled) the fast path."""
+        if len(self.schemas) >= MAX_SCHEMAS:
+            return None
+        fmt = Format(len(self.schemas), names)
+        self.append(marshal.dumps((fmt.schema, names)), SCHEMA)
+        self.schemas.append(names)
+        self.formats[keys] = fmt
+        return fmt
 
     def _make_room(self, size: int) -> int:
         new = self.size
@@ -129,20 +179,18 @@ class Spill:
         return self.wpos
 
     def wrap(self) -> None:
-        """Start writing after the header again (call only once every record is folded)."""
+        """Start writing after the header again (call only once every record is folded).
+
+        The schemas are written again first: a recoverer reads this cycle's records only.
+        """
         self.wpos = self.rpos = HEADER_SIZE
         self.published = (HEADER_SIZE, self.number)
+        for schema, names in enumerate(self.schemas):
+            self.append(marshal.dumps((schema, names)), SCHEMA)
 
     def read(self, start: int, end: int) -> list[bytes]:
-        """The payloads of the complete records in ``[start, end)`` (this process's own)."""
-        mm = self.mm
-        out = []
-        off = start
-        while off < end:
-            n = _rec_head.unpack_from(mm, off)[0]
-            out.append(mm[off + RECORD_HEADER:off + RECORD_HEADER + n])
-            off += (n + RECORD_HEADER + 7) & ~7
-        return out
+        """The records in ``[start, end)`` (this process's own), as ``fold`` takes them."""
+        return _records(self.mm, start, end, self.schemas, learn=False)[0]
 
     def close(self, *, unlink: bool) -> None:
         """Release the lock (and delete the file once everything is folded)."""
@@ -155,152 +203,63 @@ class Spill:
         os.close(self.fd)
 
 
-def scan(buf: bytes | mmap.mmap, after: int) -> tuple[list[bytes], int]:
-    """Records of a spill written by another process: payloads numbered ``> after``, and the
-    last good number. Stops at the first record that is torn, zero or out of sequence."""
-    size = len(buf)
-    if size < HEADER_SIZE or buf[:8] != MAGIC:
-        return [], after
-    off = HEADER_SIZE
+def _records(buf: bytes | mmap.mmap, start: int, end: int, schemas: list[tuple[str, ...]],
+             after: int = 0, version: int = VERSION, *,
+             learn: bool = True) -> tuple[list[bytes], int]:
+    """Records from ``start`` while they are whole and consecutive, up to ``end``.
+
+    Returns those numbered ``> after`` and the last good number. A record is its ``marshal``
+    payload, or ``b"V"`` + a values payload (``journal.pack_metrics``'s entries; the floats
+    stay packed). With ``learn``, schema records (of any number) are put into ``schemas``;
+    without, it already holds them (the writer's own list).
+    """
+    out: list[bytes] = []
+    off = start
     expected: int | None = None
     last = after
-    out = []
-    while off + RECORD_HEADER <= size:
-        n, crc, number = _rec_full.unpack_from(buf, off)
-        if n == 0 or number == 0 or off + RECORD_HEADER + n > size:
+    while off + RECORD_HEADER <= end:
+        n, tag, number = _rec_full.unpack_from(buf, off)
+        if n == 0 or number == 0 or off + RECORD_HEADER + n > end:
             break
         if expected is not None and number != expected:
             break
-        payload = bytes(buf[off + RECORD_HEADER:off + RECORD_HEADER + n])
-        if zlib.crc32(payload, number & _MASK) != crc:
-            break
+        body = off + RECORD_HEADER
+        if version == 1:
+            if zlib.crc32(buf[body:body + n], number & _MASK) != tag:
+                break
+            tag = RECORD
+        if tag == SCHEMA:
+            if learn:
+                schema, names = marshal.loads(buf[body:body + n])
+                del schemas[schema:]  # after a wrap they come again, from 0
+                schemas.append(tuple(names))
+        elif tag == RECORD:
+            if number > after:
+                out.append(bytes(buf[body:body + n]))
+        elif tag == VALUES:
+            if _values_head.unpack_from(buf, body)[0] >= len(schemas):
+                break  # cannot happen in a file written by Spill: its schema comes first
+            if number > after:
+                out.append(VALUES_ENTRY + buf[body:body + n])
+        else:
+            break  # a newer writer's record kind: stop rather than guess
         if number > after:
-            out.append(payload)
             last = number
         expected = number + 1
         off += (n + RECORD_HEADER + 7) & ~7
     return out, last
 
 
-def live_writer_ids(spill_dir: Path) -> set[str]:
-    """Writers whose spill file is locked: their process is alive (or being recovered)."""
-    alive = set()
-    try:
-        names = os.listdir(spill_dir)
-    except FileNotFoundError:
-        return alive
-    for name in names:
-        if not name.endswith(SUFFIX):
-            continue
-        try:
-            fd = os.open(spill_dir / name, os.O_RDONLY)
-        except FileNotFoundError:
-            continue
-        try:
-            # a shared probe: two probers do not see each other as alive
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            alive.add(name[: -len(SUFFIX)])
-        finally:
-            os.close(fd)
-    return alive
-
-
-def recover_orphans(j: Journal) -> int:
-    """Fold the spill files of dead writers into events, mark those writers ``killed``.
-
-    Safe if two processes recover at once (each file is folded under its lock, and the fold
-    position is committed with the events) and if the recoverer dies midway (the transaction
-    rolls back; the file is deleted only after the commit). Returns the records folded.
-    """
-    spill_dir = j.spill_dir
-    total = 0
-    try:
-        names = sorted(os.listdir(spill_dir))
-    except FileNotFoundError:
-        names = []
-    for name in names:
-        if name.endswith(SUFFIX):
-            total += _recover_one(j, spill_dir / name, name[: -len(SUFFIX)])
-        elif name.endswith(NEW_SUFFIX):
-            _remove_stale_new(spill_dir / name)
-    _end_vanished_writers(j)
-    return total
-
-
-def _recover_one(j: Journal, path: Path, writer_id: str) -> int:
-    from pluto_offline import fold
-    from pluto_offline.journal import end_writer
-
-    try:
-        fd = os.open(path, os.O_RDWR)
-    except FileNotFoundError:
-        return 0
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return 0  # alive, or another process is recovering it
-        try:
-            if os.stat(path).st_ino != os.fstat(fd).st_ino:
-                return 0  # recovered and deleted while we waited
-        except FileNotFoundError:
-            return 0
-        size = os.fstat(fd).st_size
-        buf = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ) if size else b""
-        try:
-            folded = 0
-            with j.transaction():
-                row = j.conn.execute(
-                    "SELECT run, folded FROM writers WHERE id = ?", (writer_id,)
-                ).fetchone()
-                if row is not None:
-                    run_key, after = row
-                    payloads, last = scan(buf, after)
-                    if payloads:
-                        fold.write(j, run_key, writer_id, payloads, last)
-                        folded = len(payloads)
-                    end_writer(j, writer_id, "killed")
-        finally:
-            if isinstance(buf, mmap.mmap):
-                buf.close()
-        path.unlink(missing_ok=True)
-        return folded
-    finally:
-        os.close(fd)
-
-
-def _remove_stale_new(path: Path) -> None:
-    """Delete a ``.spill.new`` whose creator died before renaming it (it holds no records).
-
-    Only old files are even opened: locking a young one could fail its creator's lock.
-    """
-    try:
-        if time.time() - os.stat(path).st_mtime <= STALE_NEW_S:
-            return
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        path.unlink(missing_ok=True)
-    except BlockingIOError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _end_vanished_writers(j: Journal) -> None:
-    """Writers never ended whose spill file is gone died without a trace: mark them killed.
-
-    A writer creates its spill file before its row and deletes it after ending, so a row
-    without a file is a dead writer.
-    """
-    from pluto_offline.journal import end_writer
-
-    open_ids = [r[0] for r in j.conn.execute("SELECT id FROM writers WHERE ended_at IS NULL")]
-    gone = [w for w in open_ids if not (j.spill_dir / f"{w}{SUFFIX}").exists()]
-    if gone:
-        with j.transaction():
-            for w in gone:
-                end_writer(j, w, "killed")
+def scan(buf: bytes | mmap.mmap, after: int) -> tuple[list[bytes], int, list[tuple[str, ...]]]:
+    """Records of a spill written by another process: those numbered ``> after``, the last
+    good number, and the schemas their values records refer to. Stops at the first record
+    that is torn, zero or out of sequence."""
+    schemas: list[tuple[str, ...]] = []
+    size = len(buf)
+    if size < HEADER_SIZE or buf[:8] != MAGIC:
+        return [], after, schemas
+    version = struct.unpack_from("<I", buf, 8)[0]
+    if version not in (1, VERSION):
+        return [], after, schemas
+    out, last = _records(buf, HEADER_SIZE, size, schemas, after, version)
+    return out, last, schemas

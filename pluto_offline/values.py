@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 from collections.abc import Iterable
 from typing import Any
 
 STRING_SERIES_MAX_LEN = 200
+MAX_STEP = 2**53  # beyond, JSON numbers (and the server) lose integers; SQLite overflows at 2**63
 # 9999-12-31: later times in ms overflow SQLite's INTEGER (and mean a unit mistake)
 MAX_TIMESTAMP_S = 253402300799
 
@@ -113,3 +115,23 @@ def check_timestamp(timestamp: Any) -> float | None:
     ):
         return None
     return float(timestamp)
+
+
+def check_step(step: Any) -> int:
+    """An explicit ``log(step=...)``: an int (``operator.index``) in ``[0, MAX_STEP]``."""
+    if isinstance(step, bool):
+        raise TypeError(f"step must be an int, got {step!r}")
+    try:
+        step = operator.index(step)
+    except TypeError:
+        raise TypeError(f"step must be an int, got {type(step).__name__}") from None
+    if not 0 <= step <= MAX_STEP:
+        raise ValueError(bad_step(step))
+    return step
+
+
+def bad_step(step: int) -> str:
+    if step < 0:
+        return f"step must be >= 0, got {step}"
+    return f"step must be <= 2**53 (the largest integer JSON keeps exact), got {step}"
+

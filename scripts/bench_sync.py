@@ -24,6 +24,7 @@ import json
 import marshal
 import os
 import platform
+import struct
 import subprocess
 import sys
 import tempfile
@@ -35,6 +36,7 @@ import psutil
 import requests
 
 from pluto_offline import journal
+from pluto_offline.journal.payloads import SCHEMA_ENTRY, VALUES_ENTRY
 
 API_KEY = "plt_bench_sync_key"
 NAMES = ("train/loss", "train/acc", "val/loss", "lr")
@@ -67,10 +69,13 @@ def write_journal(path: str, calls: int, metrics: int, per_event: int) -> int:
         journal.append_event(j, key, "lognames", payload={"type": "METRIC", "names": names})
     for start in range(0, calls, per_event):
         steps = range(start, min(calls, start + per_event))
-        # packed records, exactly as the SDK's writer commits them: plutosync formats the floats
+        # packed entries, exactly as the SDK's writer commits log()'s fast path: the schema,
+        # then one values entry per call; plutosync builds the dicts and formats the floats
+        values = struct.Struct(f"<Iqq{len(names)}d")
         payload = journal.pack_metrics(
-            marshal.dumps((s, T0 + s, {n: (s + i) * 0.001 for i, n in enumerate(names)}))
-            for s in steps)
+            [SCHEMA_ENTRY + marshal.dumps((0, tuple(names)))]
+            + [VALUES_ENTRY + values.pack(0, s, T0 + s, *((s + i) * 0.001 for i in range(len(names))))
+               for s in steps])
         with j.transaction():
             journal.append_event(j, key, "metrics", payload=payload, raw=True, step=steps[-1])
     with j.transaction():

@@ -220,9 +220,9 @@ def last_lifecycle(j: Journal) -> dict[int, str]:
 
 def live_writer_ids(j: Journal) -> set[str]:
     """Ids of writers whose process is alive: each holds a lock on its spill file."""
-    from pluto_offline import spill
+    from pluto_offline import recovery
 
-    return spill.live_writer_ids(j.spill_dir)
+    return recovery.live_writer_ids(j.spill_dir)
 
 
 def recover(j: Journal) -> int:
@@ -231,7 +231,7 @@ def recover(j: Journal) -> int:
     Every reader calls this before reading (the SDK at ``init``, plutosync on each pass), so
     that ``log()`` calls that returned before a SIGKILL are delivered. Returns records folded.
     """
-    from pluto_offline import spill
+    from pluto_offline import recovery
 
-    return spill.recover_orphans(j)
+    return recovery.recover_orphans(j)
 

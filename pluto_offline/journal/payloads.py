@@ -8,17 +8,32 @@ import struct
 from collections.abc import Iterable
 
 # A ``metrics`` event's payload is either TEXT, NDJSON lines exactly as /ingest/metrics takes
-# them, or a BLOB of packed records. The SDK writes BLOBs: turning floats into decimal text is
+# them, or a BLOB of packed entries. The SDK writes BLOBs: turning floats into decimal text is
 # the costliest step of the write path, so it is left to plutosync, off the training process.
-# A packed record is a u32 little-endian length, then that many bytes: Python's ``marshal``
-# (format version 4) of the tuple ``(step: int, time_ms: int, data: dict[str, int | float])``.
+# An entry is a u32 little-endian length, then that many bytes, one of (by the first byte):
+# - a record: Python's ``marshal`` (format 4) of ``(step, time_ms, {name: int | float})``;
+# - ``S`` + ``marshal`` of ``(schema_id, (name, ...))``: names for the values entries after it;
+# - ``V`` + ``u32 schema_id, i64 step, i64 time_ms`` + one f64 per name of that schema: the
+#   record ``(step, time_ms, dict(zip(names, values)))`` as ``log()``'s fast path wrote it.
 _u32 = struct.Struct("<I")
+_values_head = struct.Struct("<Iqq")
+SCHEMA_ENTRY, VALUES_ENTRY = b"S", b"V"
+_S, _V = SCHEMA_ENTRY[0], VALUES_ENTRY[0]
 _compact_json = json.JSONEncoder(separators=(",", ":")).encode
 
 
-def pack_metrics(records: Iterable[bytes]) -> bytes:
-    """Packed-record payload from ``marshal`` bytes of ``(step, time_ms, data)`` tuples."""
-    return b"".join(_u32.pack(len(r)) + r for r in records)
+def pack_metrics(entries: Iterable[bytes]) -> bytes:
+    """Packed payload from entries: ``marshal`` bytes of ``(step, time_ms, data)`` tuples, or
+    schema / values entries (see above)."""
+    return b"".join(_u32.pack(len(r)) + r for r in entries)
+
+
+def entry_step_time(entry: bytes) -> tuple[int, int]:
+    """``(step, time_ms)`` of a record or values entry."""
+    if entry[0] == _V:
+        return _values_head.unpack_from(entry, 1)[1:]
+    step, t = marshal.loads(entry)[:2]
+    return step, t
 
 
 def unpack_metrics(payload: bytes | str | None) -> list[tuple[int, int, dict]]:
@@ -34,9 +49,21 @@ def unpack_metrics(payload: bytes | str | None) -> list[tuple[int, int, dict]]:
         return out
     out, off, end = [], 0, len(payload)
     view = memoryview(payload)
+    schemas: dict[int, tuple[tuple[str, ...], struct.Struct]] = {}
     while off < end:
         (n,) = _u32.unpack_from(payload, off)
-        out.append(marshal.loads(view[off + 4:off + 4 + n]))
+        kind = payload[off + 4]
+        if kind == _V:
+            schema, step, t = _values_head.unpack_from(payload, off + 5)
+            names, values = schemas[schema]
+            data = dict(zip(names, values.unpack_from(payload, off + 5 + _values_head.size),
+                            strict=True))
+            out.append((step, t, data))
+        elif kind == _S:
+            schema, names = marshal.loads(view[off + 5:off + 4 + n])
+            schemas[schema] = (tuple(names), struct.Struct(f"<{len(names)}d"))
+        else:
+            out.append(marshal.loads(view[off + 4:off + 4 + n]))
         off += 4 + n
     return out
 

@@ -6,8 +6,11 @@ import json
 import os
 import random
 import signal
+import struct
 import subprocess
 import time
+
+import pytest
 
 from pluto_offline import journal, spill
 
@@ -118,12 +121,57 @@ def test_torn_records_are_ignored(tmp_path):
         s.append(b"record-%d" % i)
     off = s.wpos
     s.append(b"torn")
-    s.mm[off:off + 8] = b"\0" * 8  # killed before the length and crc were written
-    payloads, last = spill.scan(s.mm, 0)
+    s.mm[off + 8:off + 16] = b"\0" * 8  # killed before the number, written last
+    payloads, last, _ = spill.scan(s.mm, 0)
     assert payloads == [b"record-0", b"record-1", b"record-2"] and last == 3
-    assert spill.scan(s.mm, 2) == ([b"record-2"], 3)
-    s.mm[spill.HEADER_SIZE + 20] ^= 0xFF  # a damaged payload fails its crc
-    assert spill.scan(s.mm, 0) == ([], 0)
+    assert spill.scan(s.mm, 2)[:2] == ([b"record-2"], 3)
+    s.mm[off + 8:off + 16] = (2).to_bytes(8, "little")  # a stale number from before a wrap
+    assert spill.scan(s.mm, 0)[1] == 3
+    s.close(unlink=True)
+
+
+def test_version_1_spill_files_are_still_read(tmp_path):
+    """A writer of the previous release killed before an upgrade: its records are recovered."""
+    import zlib
+
+    buf = bytearray(spill.MAGIC + struct.pack("<II", 1, spill.HEADER_SIZE))
+    buf += bytes(spill.HEADER_SIZE - len(buf))
+    for number, payload in enumerate([b"a" * 5, b"bb"], 1):
+        rec = struct.pack("<IIQ", len(payload), zlib.crc32(payload, number), number) + payload
+        buf += rec + bytes(-len(rec) % 8)
+    assert spill.scan(bytes(buf), 0)[:2] == ([b"a" * 5, b"bb"], 2)
+    buf[spill.HEADER_SIZE + 16] ^= 0xFF  # a damaged payload fails the v1 crc
+    assert spill.scan(bytes(buf), 0)[:2] == ([], 0)
+
+
+def test_fast_path_records_decode_with_their_schema(tmp_path):
+    """Values records stay packed through the fold; the journal's reader names them."""
+    from pluto_offline import fold
+
+    s = spill.Spill.create(tmp_path, "w")
+    fmt = s.add_schema(("a", "b"), ("a", "b"))
+    s.append_values(fmt, 7, 1000, {"a": 1.5, "b": 2})
+    s.append_values(fmt, 8, 1001, {"a": float("nan"), "b": -0.0})
+    with pytest.raises(struct.error):
+        s.append_values(fmt, 9, 1002, {"a": 10**400, "b": 1.0})  # nothing written
+    s.append(__import__("marshal").dumps((9, 1002, {"c": 3})))
+
+    def decoded(after):
+        entries, last, schemas = spill.scan(s.mm, after)
+        events = fold.rows(1, entries, schemas)
+        return [rec for ev in events for rec in journal.unpack_metrics(ev[4])], last
+
+    records, last = decoded(0)
+    assert last == 4 and len(records) == 3
+    assert records[0] == (7, 1000, {"a": 1.5, "b": 2.0})
+    step, t, values = records[1]
+    assert (step, t, values["b"], str(values["a"])) == (8, 1001, -0.0, "nan")
+    assert records[2] == (9, 1002, {"c": 3})
+    # the schema is read even when already folded (repr: nan != nan)
+    assert repr(decoded(2)) == repr((records[1:], 4))
+    s.wrap()  # after a wrap the schema comes again before any record
+    s.append_values(fmt, 10, 1003, {"a": 0.0, "b": 1.0})
+    assert decoded(4) == ([(10, 1003, {"a": 0.0, "b": 1.0})], 6)
     s.close(unlink=True)
 
 

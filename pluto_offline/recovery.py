@@ -1,0 +1,146 @@
+"""Finding live writers and recovering what dead ones left in their spill files.
+
+A writer is alive while it holds the exclusive ``flock`` on ``spill/<writer_id>.spill``; a
+file whose lock can be taken belongs to a dead writer, and its records are folded into the
+journal by whoever finds it first (the SDK at ``init()``, plutosync on each pass)::
+
+    recovered = recover_orphans(journal)
+"""
+
+from __future__ import annotations
+
+import fcntl
+import mmap
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pluto_offline.spill import NEW_SUFFIX, STALE_NEW_S, SUFFIX, scan
+
+if TYPE_CHECKING:
+    from pluto_offline.journal import Journal
+
+
+def live_writer_ids(spill_dir: Path) -> set[str]:
+    """Writers whose spill file is locked: their process is alive (or being recovered)."""
+    alive = set()
+    try:
+        names = os.listdir(spill_dir)
+    except FileNotFoundError:
+        return alive
+    for name in names:
+        if not name.endswith(SUFFIX):
+            continue
+        try:
+            fd = os.open(spill_dir / name, os.O_RDONLY)
+        except FileNotFoundError:
+            continue
+        try:
+            # a shared probe: two probers do not see each other as alive
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            alive.add(name[: -len(SUFFIX)])
+        finally:
+            os.close(fd)
+    return alive
+
+
+def recover_orphans(j: Journal) -> int:
+    """Fold the spill files of dead writers into events, mark those writers ``killed``.
+
+    Safe if two processes recover at once (each file is folded under its lock, and the fold
+    position is committed with the events) and if the recoverer dies midway (the transaction
+    rolls back; the file is deleted only after the commit). Returns the records folded.
+    """
+    spill_dir = j.spill_dir
+    total = 0
+    try:
+        names = sorted(os.listdir(spill_dir))
+    except FileNotFoundError:
+        names = []
+    for name in names:
+        if name.endswith(SUFFIX):
+            total += _recover_one(j, spill_dir / name, name[: -len(SUFFIX)])
+        elif name.endswith(NEW_SUFFIX):
+            _remove_stale_new(spill_dir / name)
+    _end_vanished_writers(j)
+    return total
+
+
+def _recover_one(j: Journal, path: Path, writer_id: str) -> int:
+    from pluto_offline import fold
+    from pluto_offline.journal import end_writer
+
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        return 0
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return 0  # alive, or another process is recovering it
+        try:
+            if os.stat(path).st_ino != os.fstat(fd).st_ino:
+                return 0  # recovered and deleted while we waited
+        except FileNotFoundError:
+            return 0
+        size = os.fstat(fd).st_size
+        buf = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ) if size else b""
+        try:
+            folded = 0
+            with j.transaction():
+                row = j.conn.execute(
+                    "SELECT run, folded FROM writers WHERE id = ?", (writer_id,)
+                ).fetchone()
+                if row is not None:
+                    run_key, after = row
+                    payloads, last, schemas = scan(buf, after)
+                    if payloads:
+                        fold.write(j, run_key, writer_id, payloads, last, schemas)
+                        folded = len(payloads)
+                    end_writer(j, writer_id, "killed")
+        finally:
+            if isinstance(buf, mmap.mmap):
+                buf.close()
+        path.unlink(missing_ok=True)
+        return folded
+    finally:
+        os.close(fd)
+
+
+def _remove_stale_new(path: Path) -> None:
+    """Delete a ``.spill.new`` whose creator died before renaming it (it holds no records).
+
+    Only old files are even opened: locking a young one could fail its creator's lock.
+    """
+    try:
+        if time.time() - os.stat(path).st_mtime <= STALE_NEW_S:
+            return
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        path.unlink(missing_ok=True)
+    except BlockingIOError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _end_vanished_writers(j: Journal) -> None:
+    """Writers never ended whose spill file is gone died without a trace: mark them killed.
+
+    A writer creates its spill file before its row and deletes it after ending, so a row
+    without a file is a dead writer.
+    """
+    from pluto_offline.journal import end_writer
+
+    open_ids = [r[0] for r in j.conn.execute("SELECT id FROM writers WHERE ended_at IS NULL")]
+    gone = [w for w in open_ids if not (j.spill_dir / f"{w}{SUFFIX}").exists()]
+    if gone:
+        with j.transaction():
+            for w in gone:
+                end_writer(j, w, "killed")
