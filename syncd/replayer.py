@@ -125,8 +125,9 @@ class Cursor:
         out: list[journal.Event] = []
         size = 0
         while (ev := self.peek()) is not None and ev.kind == kind:
-            # a packed metrics payload grows by about half when rendered as NDJSON
-            n = len(ev.payload or "") * (3 if isinstance(ev.payload, bytes) else 2) // 2 + 1
+            # a packed metrics payload about doubles when rendered as NDJSON (the fast path's
+            # f64 values; marshal records grow by half)
+            n = len(ev.payload or "") * (2 if isinstance(ev.payload, bytes) else 1) + 1
             if out and size + n > limit_bytes:
                 break
             out.append(self.take())

@@ -74,8 +74,54 @@ def metrics_ndjson(payload: bytes | str | None) -> str:
         return ""
     if isinstance(payload, str):
         return payload
-    # a log({}) call advances the step but has nothing to send
-    lines = [{"time": t, "step": s, "data": d} for s, t, d in unpack_metrics(payload) if d]
+    lines: list[str] = []
+    records: list[dict] = []  # marshal records, encoded together when a values entry comes
+    schemas: dict[int, _Schema] = {}
+    view = memoryview(payload)
+    off, end = 0, len(payload)
+    while off < end:
+        (n,) = _u32.unpack_from(payload, off)
+        kind = payload[off + 4]
+        if kind == _V:
+            if records:
+                lines.append(_encode_lines(records))
+                records = []
+            schema, step, t = _values_head.unpack_from(payload, off + 5)
+            lines.append(schemas[schema].line(step, t, payload, off + 5 + _values_head.size))
+        elif kind == _S:
+            schema, names = marshal.loads(view[off + 5:off + 4 + n])
+            schemas[schema] = _Schema(tuple(names))
+        else:
+            step, t, data = marshal.loads(view[off + 4:off + 4 + n])
+            if data:  # a log({}) call advances the step but has nothing to send
+                records.append({"time": t, "step": step, "data": data})
+        off += 4 + n
+    if records:
+        lines.append(_encode_lines(records))
+    return "\n".join(lines)
+
+
+def _encode_lines(records: list[dict]) -> str:
     # One C-level encode for the batch; an unescaped '"' cannot occur inside a JSON string
     # and metric values are numbers, so '},{"time":' only occurs between two lines.
-    return _compact_json(lines)[1:-1].replace('},{"time":', '}\n{"time":')
+    return _compact_json(records)[1:-1].replace('},{"time":', '}\n{"time":')
+
+
+class _Schema:
+    """Renders values entries of one schema with a %-template: about 3x faster than building
+    a dict per line for the JSON encoder. ``%r`` of a float is what the encoder writes, except
+    for NaN and ±inf, which take the encoder's path (``NaN``, ``Infinity``)."""
+
+    def __init__(self, names: tuple[str, ...]):
+        self.names = names
+        self.values = struct.Struct(f"<{len(names)}d")
+        keys = ",".join(_compact_json(n).replace("%", "%%") + ":%r" for n in names)
+        self.template = '{"time":%d,"step":%d,"data":{' + keys + "}}"
+
+    def line(self, step: int, t: int, buf: bytes, off: int) -> str:
+        values = self.values.unpack_from(buf, off)
+        total = sum(values)
+        if total - total == 0.0:  # all finite (a NaN or an inf makes the sum NaN or inf)
+            return self.template % (t, step, *values)
+        return _compact_json({"time": t, "step": step,
+                              "data": dict(zip(self.names, values, strict=True))})

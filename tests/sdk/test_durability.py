@@ -279,3 +279,31 @@ def test_recover_removes_only_stale_half_made_spill_files(jdir):
     assert journal.recover(j) == 0
     assert not old.exists() and young.exists()
     j.close()
+
+
+def test_values_entries_render_as_the_json_encoder_would():
+    """plutosync renders the fast path's entries with a template: byte for byte what the JSON
+    encoder makes of the same records, NaN/inf, escapes and interleaved records included."""
+    import json
+    import marshal
+    import math
+
+    names = ("train/loss", 'odd%"/key', "lr", "é", "big")
+    values = struct.Struct(f"<Iqq{len(names)}d")
+    special = [math.nan, math.inf, -math.inf, -0.0, 1e308]
+
+    def row(s):
+        return special if s % 7 == 0 else [(s + i) * 0.001 for i in range(len(names))]
+
+    from pluto_offline.journal.payloads import SCHEMA_ENTRY, VALUES_ENTRY
+
+    payload = journal.pack_metrics(
+        [marshal.dumps((1, 5, {"x": 1})), marshal.dumps((2, 5, {})),
+         SCHEMA_ENTRY + marshal.dumps((0, names))]
+        + [VALUES_ENTRY + values.pack(0, s, 10**12 + s, *row(s)) for s in range(3, 300)]
+        + [marshal.dumps((300, 6, {"y": 2.5}))])
+    expected = "\n".join(
+        json.dumps({"time": t, "step": s, "data": d}, separators=(",", ":"))
+        for s, t, d in journal.unpack_metrics(payload) if d)
+    assert journal.metrics_ndjson(payload) == expected
+    assert '"odd%\\"/key":Infinity' in expected and expected.count("\n") == 298
