@@ -66,8 +66,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="the first schedule's seed; the others follow (S+1, S+2, ...)")
     p.add_argument("--workdir", type=Path, default=None,
                    help="keep every schedule's processes' logs and reports here")
-    p.add_argument("--keep-failed", action="store_true",
-                   help="keep the work directory of failing schedules (printed)")
+    p.add_argument("--discard-failed", action="store_true",
+                   help="delete the work directory of failing schedules too (by default it is "
+                        "kept, and its path printed, for its logs and journal)")
     p.add_argument("-v", "--verbose", action="store_true", help="print each failure's details")
     args = p.parse_args(argv)
     root = args.workdir or Path(tempfile.mkdtemp(prefix="pluto-chaos-"))
@@ -85,8 +86,7 @@ def main(argv: list[str] | None = None) -> int:
             for d in r.counts.details[: None if args.verbose else 5]:
                 print(f"      {d}", flush=True)
             print(f"      reproduce: scripts/chaos --schedules 1 --seed {seed}", flush=True)
-        if r.ok and args.workdir is None or not r.ok and not args.keep_failed \
-                and args.workdir is None:
+        if args.workdir is None and (r.ok or args.discard_failed):
             shutil.rmtree(r.workdir, ignore_errors=True)
         elif not r.ok:
             print(f"      kept: {r.workdir}", flush=True)
