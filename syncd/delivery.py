@@ -217,7 +217,10 @@ class Delivery:
         return {
             "forkRunId": parent_id,
             "forkStep": fork.get("step"),
-            "inheritConfig": fork.get("inherit_config", True),
+            # A local parent's config was merged into the child's at init (the create's
+            # config): the server's copy would be the parent's config when this create lands,
+            # with updates the parent made after the fork.
+            "inheritConfig": fork.get("inherit_config", True) and "key" not in parent,
             "inheritTags": fork.get("inherit_tags", False),
         }
 

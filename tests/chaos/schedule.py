@@ -178,8 +178,8 @@ def build(seed: int) -> Schedule:
     if rng.random() < 0.3:  # a later job reattaching to a run, by display id when known
         target = writers[rng.randrange(n)]
         end = rng.choice(ENDS)
-        # after the run's last writer: a fork child inherits its parent's config as it is on
-        # the server when the child is created, so the resumer must not change it before
+        # after the run's last writer (and after a fork of it: the child inherits the parent's
+        # config as of the fork, whatever the resumer changes later and whenever it lands)
         fork = next((w for w in writers if w.role == "fork"), None)
         after = fork.name if fork is not None and fork.after == target.name else target.name
         writers.append(Writer(
