@@ -217,11 +217,11 @@ class Delivery:
         return {
             "forkRunId": parent_id,
             "forkStep": fork.get("step"),
-            # A local parent's config was merged into the child's at init (the create's
-            # config): the server's copy would be the parent's config when this create lands,
-            # with updates the parent made after the fork.
+            # A local parent's config and tags were merged into the child's at init (the
+            # create's): the server's copy would be the parent's as of when this create lands,
+            # with changes the parent made after the fork.
             "inheritConfig": fork.get("inherit_config", True) and "key" not in parent,
-            "inheritTags": fork.get("inherit_tags", False),
+            "inheritTags": fork.get("inherit_tags", False) and "key" not in parent,
         }
 
     # ------------------------------------------------------------------ updates

@@ -113,13 +113,14 @@ def test_fork_of_an_unsynced_parent_waits_for_it(tmp_path, pluto_server):
     jb = JournalBuilder(tmp_path / "j")
     parent = jb.run("parent", config={"lr": 0.1, "depth": 3}, tags=["p"])
     jb.metrics(parent, range(100))
-    # as the SDK journals it: the parent's config (as of the fork) merged into the child's
-    child = jb.run("child", config={"lr": 0.01, "depth": 3},
+    # as the SDK journals it: the parent's config and tags (as of the fork) merged in
+    child = jb.run("child", config={"lr": 0.01, "depth": 3}, tags=["p"],
                    fork={"parent": {"key": parent}, "step": 50, "inherit_config": True,
                          "inherit_tags": True})
     jb.metrics(child, range(51, 60))
     jb.status(child, "COMPLETED")
     jb.event(parent, "config", {"after_the_fork": 1})  # delivered before the child: not inherited
+    jb.event(parent, "tags", ["p", "after_the_fork"])
     jb.status(parent, "COMPLETED")
     # The child's row comes first in this pass: it must wait, not fail.
     rep = replayer_for(jb.path, pluto_server)

@@ -140,6 +140,19 @@ def test_fork_of_a_local_parent_inherits_config(jdir):
     assert create["config"] == {"a": {"b": 1, "c": 9}, "x": 1}
 
 
+def test_fork_of_a_local_parent_inherits_tags_when_asked(jdir):
+    parent = pluto.init(dir=jdir, project="p", run_id="par", tags=["base", "shared"])
+    parent.finish()
+    child = pluto.init(dir=jdir, project="p", fork_run_id="par", fork_step=0,
+                       tags=["shared", "tuned"], inherit_tags=True)
+    assert child.tags == ["base", "shared", "tuned"]  # the server's order: parent's first
+    child.finish()
+    assert events(jdir, "create")[1].data()["tags"] == ["base", "shared", "tuned"]
+    plain = pluto.init(dir=jdir, project="p", fork_run_id="par", fork_step=0, tags=["x"])
+    assert plain.tags == ["x"]  # inherit_tags defaults to False, as in the stock SDK
+    plain.finish()
+
+
 def test_fork_of_a_server_run(jdir):
     run = pluto.init(dir=jdir, project="p", fork_run_id="T0-12", fork_step=4,
                      inherit_config=False, inherit_tags=True)
