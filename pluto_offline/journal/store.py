@@ -195,7 +195,7 @@ class Journal:
                 )
             conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             if not readonly:
-                conn.execute("PRAGMA journal_mode=WAL")
+                _set_wal(conn)
                 conn.execute("PRAGMA synchronous=FULL")
             _ensure_schema(conn, file, readonly=readonly)
         except sqlite3.DatabaseError as exc:
@@ -264,6 +264,26 @@ def _create_private(file: Path) -> None:
                 f"cannot create journal {file}: {exc.strerror}; "
                 "choose a writable directory with dir= or PLUTO_DIR"
             ) from exc
+
+
+def _set_wal(conn: sqlite3.Connection) -> None:
+    """``PRAGMA journal_mode=WAL``, retried while the database is locked.
+
+    SQLite answers "database is locked" at once, without its busy handler, when another
+    process is switching a new journal to WAL (or is the last one closing it) at that moment:
+    several jobs starting together on a fresh journal meet it.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    delay = 0.001
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
 
 
 def _ensure_schema(conn: sqlite3.Connection, file: Path, *, readonly: bool) -> None:

@@ -307,3 +307,28 @@ def test_values_entries_render_as_the_json_encoder_would():
         for s, t, d in journal.unpack_metrics(payload) if d)
     assert journal.metrics_ndjson(payload) == expected
     assert '"odd%\\"/key":Infinity' in expected and expected.count("\n") == 298
+
+
+def test_jobs_opening_a_new_journal_at_the_same_moment_all_succeed(tmp_path):
+    """SQLite refuses ``journal_mode=WAL`` at once ("database is locked", no busy wait) while
+    another process is switching the same new file to WAL; init() must wait, not fail. Three
+    processes open 150 fresh journals, each at the same instant (found by the chaos soak)."""
+    opener = """
+import sys, time
+from pluto_offline.journal import Journal, JournalError
+root, t0, n = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+errors = []
+for i in range(n):
+    while time.time() < t0 + i * 0.04:
+        pass
+    try:
+        Journal.open(f"{root}/j{i}").close()
+    except JournalError as exc:
+        errors.append(str(exc))
+print(len(errors), errors[:1])
+"""
+    start = str(time.time() + 1.0)
+    ps = [subprocess.Popen(script(opener) + [str(tmp_path), start, "150"], stdout=subprocess.PIPE,
+                           text=True, env=child_env()) for _ in range(3)]
+    outs = [p.communicate(timeout=120)[0] for p in ps]
+    assert outs == ["0 []\n"] * 3
