@@ -149,5 +149,6 @@ class Daemon:
         finally:
             self.stop.set()
             watcher.stop()
+            replayer.reassert_now()
             beat.join(timeout=5)
         return 0

@@ -191,10 +191,18 @@ class Replayer:
         self._sched.setdefault(key, _Sched()).hold = (
             "re-asserting the final config/tags/status after a request that got no answer")
 
-    def _run_reasserts(self) -> None:
-        now = time.monotonic()
+    def reassert_now(self) -> None:
+        """On the way out: re-assert at once what is still due (the note dies with us; a late
+        request that has already landed is then undone, one still held is not)."""
+        if self._reassert:
+            log.info("re-asserting the final state of %d run(s) before exiting", len(self._reassert))
+            self._run_reasserts(now=float("inf"))
+
+    def _run_reasserts(self, now: float | None = None) -> None:
+        final = now is not None  # the exit pass: ignore due times and the stop flag
+        now = time.monotonic() if now is None else now
         for key, (due, kinds) in list(self._reassert.items()):
-            if due > now or self.stop.is_set():
+            if due > now or self.stop.is_set() and not final:
                 continue
             row = journal.get_run(self.j, key)
             if row is None or row.server_id is None:
@@ -205,7 +213,11 @@ class Replayer:
             try:
                 self.delivery.reassert(RunCtx(row, row.server_id, row.acked_seq), kinds)
             except TransientError as exc:
-                self._reassert[key] = (now + (retry.next_delay(exc, 1) or 1.0), kinds)
+                if final:
+                    log.warning("run %s/%s: could not re-assert its final state before exiting: %s",
+                                row.project, row.name or row.run_id, exc.describe())
+                    continue
+                self._reassert[key] = (time.monotonic() + (retry.next_delay(exc, 1) or 1.0), kinds)
                 continue
             except (AuthError, ClientError) as exc:
                 log.warning("run %s/%s: could not re-assert its final state: %s",

@@ -97,3 +97,29 @@ def test_stalled_resume_does_not_reopen_a_finished_run(pluto_server: LocalServer
     server_run = _drain(pluto_server, tmp_path, "stall-r", "FAILED")
     assert pluto_server.faults()[0]["fired"] == 1
     assert server_run["status"] == "FAILED"
+
+
+def test_a_daemon_stopped_before_the_reassert_is_due_does_it_on_the_way_out(
+        pluto_server: LocalServer, tmp_path: Path) -> None:
+    # the late create lands (2 s) before the re-assert is due (1 s timeout + 3 timeouts);
+    # a SIGTERM in between must not leave the run reopened
+    run = pluto_offline.init(dir=tmp_path, project="stall-x", run_id="stall-x0",
+                             settings={"autostart": False})
+    run.finish()
+    pluto_server.fault("stall", path="/api/runs/create", count=1, seconds=TIMEOUT + 1)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PLUTO_")}
+    env.update(pluto_server.env(), PLUTOSYNC_TIMEOUT=str(TIMEOUT))
+    daemon = DaemonProc(tmp_path, env, tmp_path / "daemon.log")
+    daemon.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not pluto_server.faults()[0]["fired"] and time.monotonic() < deadline:
+            time.sleep(0.02)
+        fired = time.monotonic()
+        while journal_backlog(tmp_path)["pending"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(max(0.0, fired + TIMEOUT + 1.5 - time.monotonic()))  # the late one landed
+    finally:
+        daemon.stop()
+    assert pluto_server.list_runs("stall-x")[0]["status"] == "COMPLETED"
+    assert "before exiting" in (tmp_path / "daemon.log").read_text()
