@@ -19,18 +19,21 @@ from __future__ import annotations
 
 import json
 import marshal
-import struct
 from typing import TYPE_CHECKING, Any
 
 from pluto_offline.journal import append_events, pack_metrics
-from pluto_offline.journal.payloads import SCHEMA_ENTRY, VALUES_ENTRY, entry_step_time
+from pluto_offline.journal.payloads import (
+    SCHEMA_ENTRY,
+    VALUES_ENTRY,
+    entry_schema,
+    entry_step_time,
+)
 
 if TYPE_CHECKING:
     from pluto_offline.journal import Journal
 
 LINES_PER_EVENT = 2000
 _V = VALUES_ENTRY[0]
-_u32 = struct.Struct("<I")
 _compact = json.JSONEncoder(separators=(",", ":")).encode
 
 
@@ -86,7 +89,7 @@ def rows(run_key: int, payloads: list[bytes],
                     json.dumps({"type": "DATA", "names": list(dict.fromkeys(new_data))})))
     for i in range(0, len(metric_records), LINES_PER_EVENT):
         chunk = metric_records[i:i + LINES_PER_EVENT]
-        used = sorted({_schema_of(r) for r in chunk if r[0] == _V})
+        used = sorted({entry_schema(r) for r in chunk if r[0] == _V})
         lead = [SCHEMA_ENTRY + marshal.dumps((k, schemas[k])) for k in used] if used else []
         first, last = entry_step_time(chunk[0]), entry_step_time(chunk[-1])
         out.append((run_key, "metrics", first[1], last[0], pack_metrics(lead + chunk)))
@@ -94,10 +97,6 @@ def rows(run_key: int, payloads: list[bytes],
         chunk = data_lines[i:i + LINES_PER_EVENT]
         out.append((run_key, "data", chunk[0]["time"], chunk[-1]["step"], ndjson(chunk)))
     return out
-
-
-def _schema_of(values_entry: bytes) -> int:
-    return _u32.unpack_from(values_entry, 1)[0]
 
 
 def write(j: Journal, run_key: int, writer_id: str, payloads: list[bytes],

@@ -39,7 +39,7 @@ import zlib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from pluto_offline.journal.payloads import VALUES_ENTRY
+from pluto_offline.journal.payloads import VALUES_ENTRY, VALUES_HEAD
 
 MAGIC = b"PLSPILL1"
 VERSION = 2
@@ -56,7 +56,6 @@ _MASK = 0xFFFFFFFF
 _rec_head = struct.Struct("<II")
 _rec_num = struct.Struct("<Q")
 _rec_full = struct.Struct("<IIQ")
-_values_head = struct.Struct("<Iqq")
 
 
 class SpillFull(Exception):
@@ -72,7 +71,7 @@ class Format:
     def __init__(self, schema: int, names: tuple[str, ...]):
         self.schema = schema
         self.names = names
-        self.length = _values_head.size + 8 * len(names)
+        self.length = VALUES_HEAD.size + 8 * len(names)
         self.size = (RECORD_HEADER + self.length + 7) & ~7
         self.struct = struct.Struct(f"<II8xIqq{len(names)}d")
 
@@ -237,7 +236,7 @@ def _records(buf: bytes | mmap.mmap, start: int, end: int, schemas: list[tuple[s
             if number > after:
                 out.append(bytes(buf[body:body + n]))
         elif tag == VALUES:
-            if _values_head.unpack_from(buf, body)[0] >= len(schemas):
+            if VALUES_HEAD.unpack_from(buf, body)[0] >= len(schemas):
                 break  # cannot happen in a file written by Spill: its schema comes first
             if number > after:
                 out.append(VALUES_ENTRY + buf[body:body + n])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import marshal
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 # A ``metrics`` event's payload is either TEXT, NDJSON lines exactly as /ingest/metrics takes
 # them, or a BLOB of packed entries. The SDK writes BLOBs: turning floats into decimal text is
@@ -16,7 +16,7 @@ from collections.abc import Iterable
 # - ``V`` + ``u32 schema_id, i64 step, i64 time_ms`` + one f64 per name of that schema: the
 #   record ``(step, time_ms, dict(zip(names, values)))`` as ``log()``'s fast path wrote it.
 _u32 = struct.Struct("<I")
-_values_head = struct.Struct("<Iqq")
+VALUES_HEAD = struct.Struct("<Iqq")  # a values entry after its ``V`` (and a spill VALUES record)
 SCHEMA_ENTRY, VALUES_ENTRY = b"S", b"V"
 _S, _V = SCHEMA_ENTRY[0], VALUES_ENTRY[0]
 _compact_json = json.JSONEncoder(separators=(",", ":")).encode
@@ -28,10 +28,15 @@ def pack_metrics(entries: Iterable[bytes]) -> bytes:
     return b"".join(_u32.pack(len(r)) + r for r in entries)
 
 
+def entry_schema(entry: bytes) -> int:
+    """The schema id of a values entry."""
+    return VALUES_HEAD.unpack_from(entry, 1)[0]
+
+
 def entry_step_time(entry: bytes) -> tuple[int, int]:
     """``(step, time_ms)`` of a record or values entry."""
     if entry[0] == _V:
-        return _values_head.unpack_from(entry, 1)[1:]
+        return VALUES_HEAD.unpack_from(entry, 1)[1:]
     step, t = marshal.loads(entry)[:2]
     return step, t
 
@@ -47,25 +52,35 @@ def unpack_metrics(payload: bytes | str | None) -> list[tuple[int, int, dict]]:
                 d = json.loads(line)
                 out.append((d["step"], d["time"], d["data"]))
         return out
-    out, off, end = [], 0, len(payload)
-    view = memoryview(payload)
+    out = []
     schemas: dict[int, tuple[tuple[str, ...], struct.Struct]] = {}
-    while off < end:
-        (n,) = _u32.unpack_from(payload, off)
-        kind = payload[off + 4]
+    for kind, off, n in _entries(payload):
         if kind == _V:
-            schema, step, t = _values_head.unpack_from(payload, off + 5)
+            schema, step, t = VALUES_HEAD.unpack_from(payload, off + 1)
             names, values = schemas[schema]
-            data = dict(zip(names, values.unpack_from(payload, off + 5 + _values_head.size),
+            data = dict(zip(names, values.unpack_from(payload, off + 1 + VALUES_HEAD.size),
                             strict=True))
             out.append((step, t, data))
         elif kind == _S:
-            schema, names = marshal.loads(view[off + 5:off + 4 + n])
-            schemas[schema] = (tuple(names), struct.Struct(f"<{len(names)}d"))
+            schema, names = _schema(payload, off, n)
+            schemas[schema] = (names, struct.Struct(f"<{len(names)}d"))
         else:
-            out.append(marshal.loads(view[off + 4:off + 4 + n]))
-        off += 4 + n
+            out.append(marshal.loads(memoryview(payload)[off:off + n]))
     return out
+
+
+def _entries(payload: bytes) -> Iterator[tuple[int, int, int]]:
+    """``(first byte, offset, length)`` of each entry of a packed payload."""
+    off, end = 0, len(payload)
+    while off < end:
+        (n,) = _u32.unpack_from(payload, off)
+        yield payload[off + 4], off + 4, n
+        off += 4 + n
+
+
+def _schema(payload: bytes, off: int, n: int) -> tuple[int, tuple[str, ...]]:
+    schema, names = marshal.loads(memoryview(payload)[off + 1:off + n])
+    return schema, tuple(names)
 
 
 def metrics_ndjson(payload: bytes | str | None) -> str:
@@ -77,25 +92,20 @@ def metrics_ndjson(payload: bytes | str | None) -> str:
     lines: list[str] = []
     records: list[dict] = []  # marshal records, encoded together when a values entry comes
     schemas: dict[int, _Schema] = {}
-    view = memoryview(payload)
-    off, end = 0, len(payload)
-    while off < end:
-        (n,) = _u32.unpack_from(payload, off)
-        kind = payload[off + 4]
+    for kind, off, n in _entries(payload):
         if kind == _V:
             if records:
                 lines.append(_encode_lines(records))
                 records = []
-            schema, step, t = _values_head.unpack_from(payload, off + 5)
-            lines.append(schemas[schema].line(step, t, payload, off + 5 + _values_head.size))
+            schema, step, t = VALUES_HEAD.unpack_from(payload, off + 1)
+            lines.append(schemas[schema].line(step, t, payload, off + 1 + VALUES_HEAD.size))
         elif kind == _S:
-            schema, names = marshal.loads(view[off + 5:off + 4 + n])
-            schemas[schema] = _Schema(tuple(names))
+            schema, names = _schema(payload, off, n)
+            schemas[schema] = _Schema(names)
         else:
-            step, t, data = marshal.loads(view[off + 4:off + 4 + n])
+            step, t, data = marshal.loads(memoryview(payload)[off:off + n])
             if data:  # a log({}) call advances the step but has nothing to send
                 records.append({"time": t, "step": step, "data": data})
-        off += 4 + n
     if records:
         lines.append(_encode_lines(records))
     return "\n".join(lines)
