@@ -114,13 +114,14 @@ def _open_run(j: Journal, ref: RunRef, from_env: bool, resume: bool, project: st
     if row is None:
         created = now_ms()
         if ref.kind == "external":
-            if fork is not None and fork["inherit_config"] and "key" in fork["parent"]:
-                parent = _row_config(j, fork["parent"]["key"])
-                if isinstance(parent, dict) and isinstance(config, dict | None):
-                    config = deep_merge(parent, config or {})
-            if fork is not None and fork["inherit_tags"] and "key" in fork["parent"]:
-                # as the server does it: the parent's tags, then the child's
-                tags = normalize_tags(_row_tags(j, fork["parent"]["key"]) + tags)
+            if fork is not None and "key" in fork["parent"]:
+                parent_config, parent_tags = _row_state(j, fork["parent"]["key"])
+                if (fork["inherit_config"] and isinstance(parent_config, dict)
+                        and isinstance(config, dict | None)):
+                    config = deep_merge(parent_config, config or {})
+                if fork["inherit_tags"]:
+                    # as the server does it: the parent's tags, then the child's
+                    tags = normalize_tags(parent_tags + tags)
             key = add_run(j, project=project, run_id=ref.text, name=name,
                           config=config if isinstance(config, dict) else {}, tags=tags,
                           created_at=created)
@@ -189,14 +190,10 @@ def _logged_names(j: Journal, key: int) -> tuple[set[str], set[str]]:
     return names["METRIC"], names["DATA"]
 
 
-def _row_config(j: Journal, key: int) -> Any:
-    row = j.conn.execute("SELECT config FROM runs WHERE key = ?", (key,)).fetchone()
-    return json.loads(row[0]) if row else None
-
-
-def _row_tags(j: Journal, key: int) -> list[str]:
-    row = j.conn.execute("SELECT tags FROM runs WHERE key = ?", (key,)).fetchone()
-    return list(json.loads(row[0])) if row else []
+def _row_state(j: Journal, key: int) -> tuple[Any, list[str]]:
+    """A local run's ``(config, tags)`` as the journal holds them now."""
+    row = j.conn.execute("SELECT config, tags FROM runs WHERE key = ?", (key,)).fetchone()
+    return (json.loads(row[0]), list(json.loads(row[1]))) if row else (None, [])
 
 
 def _fork_parent(fork_run_id: Any) -> dict:
