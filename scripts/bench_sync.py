@@ -67,11 +67,11 @@ def write_journal(path: str, calls: int, metrics: int, per_event: int) -> int:
             "name": "bench", "config": {"calls": calls}, "tags": [], "settings": None,
             "fork": None})
         journal.append_event(j, key, "lognames", payload={"type": "METRIC", "names": names})
+    values = struct.Struct(f"<Iqq{len(names)}d")
     for start in range(0, calls, per_event):
         steps = range(start, min(calls, start + per_event))
         # packed entries, exactly as the SDK's writer commits log()'s fast path: the schema,
         # then one values entry per call; plutosync builds the dicts and formats the floats
-        values = struct.Struct(f"<Iqq{len(names)}d")
         payload = journal.pack_metrics(
             [SCHEMA_ENTRY + marshal.dumps((0, tuple(names)))]
             + [VALUES_ENTRY + values.pack(0, s, T0 + s, *((s + i) * 0.001 for i in range(len(names))))

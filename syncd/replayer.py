@@ -183,8 +183,9 @@ class Replayer:
     # ------------------------------------------------------------------ late requests
     def ambiguous(self, key: int, kind: str) -> None:
         """A state request (config, tags, status; a create or resume, which set RUNNING) got
-        no answer: the server may still apply it, late, after the requests that follow it. Once it can no longer land, send the
-        run's final state again (``REASSERT_AFTER`` request timeouts later)."""
+        no answer: the server may still apply it, late, after the requests that follow it.
+        Once it can no longer land, send the run's final state again (``REASSERT_AFTER``
+        request timeouts later)."""
         due = time.monotonic() + REASSERT_AFTER * self.client.settings.timeout
         _, kinds = self._reassert.get(key, (0.0, set()))
         self._reassert[key] = (due, kinds | {kind})

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pluto_offline
@@ -30,40 +31,35 @@ def test_stalled_update_does_not_overwrite_a_later_one(pluto_server: LocalServer
     run.update_config({"lr": 2})
     run.finish()
     pluto_server.fault("stall", path="/api/runs/config/update", count=1, seconds=TIMEOUT + 2)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PLUTO_")}
-    env.update(pluto_server.env(), PLUTOSYNC_TIMEOUT=str(TIMEOUT))
-    daemon = DaemonProc(tmp_path, env, tmp_path / "daemon.log")
-    daemon.start()
-    try:
-        deadline = time.monotonic() + 30
-        while journal_backlog(tmp_path)["pending"] and time.monotonic() < deadline:
-            time.sleep(0.1)
-        time.sleep(TIMEOUT + 2.5)  # the stalled request has been applied by now
-        # ... and the daemon re-asserts the final config 3 timeouts after the unanswered one
-        deadline = time.monotonic() + 15
-        while (pluto_server.list_runs("stall")[0]["config"] != {"lr": 2}
-               and time.monotonic() < deadline):
-            time.sleep(0.2)
-    finally:
-        daemon.stop()
-    assert not journal_backlog(tmp_path)["pending"]
-    server_run = pluto_server.list_runs("stall")[0]
+    # ... and the daemon re-asserts the final config 3 timeouts after the unanswered one
+    server_run = _drain(pluto_server, tmp_path, "stall",
+                        lambda: pluto_server.list_runs("stall")[0]["config"] == {"lr": 2})
     assert server_run["config"] == {"lr": 2}
 
 
-def _drain(server: LocalServer, jdir: Path, project: str, want: str) -> dict:
+def _daemon(server: LocalServer, jdir: Path) -> DaemonProc:
+    """A started ``plutosync run`` on ``jdir`` with the short HTTP timeout."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PLUTO_")}
     env.update(server.env(), PLUTOSYNC_TIMEOUT=str(TIMEOUT))
     daemon = DaemonProc(jdir, env, jdir / "daemon.log")
     daemon.start()
+    return daemon
+
+
+def _wait(done: Callable[[], bool], seconds: float, step: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not done() and time.monotonic() < deadline:
+        time.sleep(step)
+
+
+def _drain(server: LocalServer, jdir: Path, project: str, done: Callable[[], bool]) -> dict:
+    """Deliver the journal, let the stalled request land, wait (≤ 15 s) for ``done``; returns
+    the project's run as the server holds it."""
+    daemon = _daemon(server, jdir)
     try:
-        deadline = time.monotonic() + 30
-        while journal_backlog(jdir)["pending"] and time.monotonic() < deadline:
-            time.sleep(0.1)
+        _wait(lambda: not journal_backlog(jdir)["pending"], 30, 0.1)
         time.sleep(TIMEOUT + 2.5)  # the stalled request has been applied by now
-        deadline = time.monotonic() + 15
-        while server.list_runs(project)[0]["status"] != want and time.monotonic() < deadline:
-            time.sleep(0.2)
+        _wait(done, 15, 0.2)
     finally:
         daemon.stop()
     assert not journal_backlog(jdir)["pending"]
@@ -78,7 +74,8 @@ def test_stalled_create_does_not_reopen_a_finished_run(pluto_server: LocalServer
     run.log({"x": 1.0})
     run.finish()
     pluto_server.fault("stall", path="/api/runs/create", count=1, seconds=TIMEOUT + 2)
-    server_run = _drain(pluto_server, tmp_path, "stall-c", "COMPLETED")
+    server_run = _drain(pluto_server, tmp_path, "stall-c",
+                        lambda: pluto_server.list_runs("stall-c")[0]["status"] == "COMPLETED")
     assert pluto_server.faults()[0]["fired"] == 1
     assert server_run["status"] == "COMPLETED"
     assert len(pluto_server.list_runs("stall-c")) == 1
@@ -94,7 +91,8 @@ def test_stalled_resume_does_not_reopen_a_finished_run(pluto_server: LocalServer
     again.log({"x": 1.0})
     again.finish(code=1)
     pluto_server.fault("stall", path="/api/runs/resume", count=1, seconds=TIMEOUT + 2)
-    server_run = _drain(pluto_server, tmp_path, "stall-r", "FAILED")
+    server_run = _drain(pluto_server, tmp_path, "stall-r",
+                        lambda: pluto_server.list_runs("stall-r")[0]["status"] == "FAILED")
     assert pluto_server.faults()[0]["fired"] == 1
     assert server_run["status"] == "FAILED"
 
@@ -107,17 +105,11 @@ def test_a_daemon_stopped_before_the_reassert_is_due_does_it_on_the_way_out(
                              settings={"autostart": False})
     run.finish()
     pluto_server.fault("stall", path="/api/runs/create", count=1, seconds=TIMEOUT + 1)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PLUTO_")}
-    env.update(pluto_server.env(), PLUTOSYNC_TIMEOUT=str(TIMEOUT))
-    daemon = DaemonProc(tmp_path, env, tmp_path / "daemon.log")
-    daemon.start()
+    daemon = _daemon(pluto_server, tmp_path)
     try:
-        deadline = time.monotonic() + 30
-        while not pluto_server.faults()[0]["fired"] and time.monotonic() < deadline:
-            time.sleep(0.02)
+        _wait(lambda: pluto_server.faults()[0]["fired"], 30, 0.02)
         fired = time.monotonic()
-        while journal_backlog(tmp_path)["pending"] and time.monotonic() < deadline:
-            time.sleep(0.05)
+        _wait(lambda: not journal_backlog(tmp_path)["pending"], 30, 0.05)
         time.sleep(max(0.0, fired + TIMEOUT + 1.5 - time.monotonic()))  # the late one landed
     finally:
         daemon.stop()
