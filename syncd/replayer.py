@@ -36,6 +36,8 @@ log = logging.getLogger("plutosync")
 BATCH_BYTES = 4 * 1024 * 1024  # one NDJSON request: big enough to amortize, small for RSS
 READ_CHUNK = 16  # events read per query (an SDK event holds up to 2,000 calls): bounded memory
 REASSERT_AFTER = 3.0  # request timeouts after an unanswered state request
+REASSERT_HOLD = ("its final config/tags/status are to be sent again: a request got no answer "
+                 "and may still land late")
 RUN_SLICE_S = 0.5  # a run's turn in a pass, so one backlog cannot starve a live run
 QUIET_S = 60.0  # the same trouble is logged at most once a minute
 
@@ -150,7 +152,6 @@ class Replayer:
     _auth: _Gate = field(default_factory=_Gate)
     _warned: tuple[object, float] = (None, 0.0)  # (kind of trouble, when) last logged
     _paused_at: float = 0.0
-    _reassert: dict[int, tuple[float, set[str]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         from syncd.delivery import Delivery  # the per-event requests
@@ -174,57 +175,66 @@ class Replayer:
     def outstanding(self) -> list[journal.RunRow]:
         """Runs with pending events that can still be delivered without a person's help, and
         runs whose final state is still to be re-asserted."""
-        rows = [r for r in journal.runs_with_pending(self.j)
-                if not r.conflict and not self._sched.get(r.key, _Sched()).stuck]
+        def movable(r: journal.RunRow) -> bool:
+            return not r.conflict and not self._sched.get(r.key, _Sched()).stuck
+
+        rows = [r for r in journal.runs_with_pending(self.j) if movable(r)]
         keys = {r.key for r in rows}
-        return rows + [r for k in self._reassert if k not in keys
-                       and (r := journal.get_run(self.j, k)) is not None]
+        return rows + [r for r in journal.runs_to_reassert(self.j)
+                       if r.key not in keys and movable(r)]
 
     # ------------------------------------------------------------------ late requests
     def ambiguous(self, key: int, kind: str) -> None:
         """A state request (config, tags, status; a create or resume, which set RUNNING) got
         no answer: the server may still apply it, late, after the requests that follow it.
-        Once it can no longer land, send the run's final state again (``REASSERT_AFTER``
-        request timeouts later)."""
-        due = time.monotonic() + REASSERT_AFTER * self.client.settings.timeout
-        _, kinds = self._reassert.get(key, (0.0, set()))
-        self._reassert[key] = (due, kinds | {kind})
-        self._sched.setdefault(key, _Sched()).hold = (
-            "re-asserting the final config/tags/status after a request that got no answer")
+        Once it can no longer land (``REASSERT_AFTER`` request timeouts later), send the run's
+        final state again. The note is kept in the journal: a daemon killed or stopped
+        meanwhile leaves it to the next one, and the run does not read as synced until done."""
+        due = time.time() + REASSERT_AFTER * self.client.settings.timeout
+        kinds = {kind}
+        row = journal.get_run(self.j, key)
+        if row is not None and row.reassert is not None:
+            due = max(due, row.reassert[0])
+            kinds |= row.reassert[1]
+        journal.set_reassert(self.j, key, due, kinds)
 
     def reassert_now(self) -> None:
-        """On the way out: re-assert at once what is still due (the note dies with us; a late
-        request that has already landed is then undone, one still held is not)."""
-        if self._reassert:
-            log.info("re-asserting the final state of %d run(s) before exiting", len(self._reassert))
-            self._run_reasserts(now=float("inf"))
+        """On the way out: re-assert at once what is noted, due or not. A note not yet due
+        stays in the journal: a request still held by the server may land after this one."""
+        rows = journal.runs_to_reassert(self.j)
+        if rows:
+            log.info("sending the final state of %d run(s) again before exiting; a note not yet "
+                     "due stays in the journal for the next plutosync", len(rows))
+            self._run_reasserts(final=True)
 
-    def _run_reasserts(self, now: float | None = None) -> None:
-        final = now is not None  # the exit pass: ignore due times and the stop flag
-        now = time.monotonic() if now is None else now
-        for key, (due, kinds) in list(self._reassert.items()):
-            if due > now or self.stop.is_set() and not final:
+    def _run_reasserts(self, final: bool = False) -> None:
+        """Send the final state of runs whose re-assert is due (``final``: all, now)."""
+        now = time.time()
+        for row in journal.runs_to_reassert(self.j):
+            due, kinds = row.reassert or (0.0, frozenset())
+            if not final and (due > now or self.stop.is_set()):
                 continue
-            row = journal.get_run(self.j, key)
-            if row is None or row.server_id is None:
-                del self._reassert[key]
-                continue
-            if journal.pending_events(self.j, key, after=row.acked_seq, limit=1):
+            if journal.pending_events(self.j, row.key, after=row.acked_seq, limit=1):
                 continue  # after the run's own pending updates, not before them
+            if row.server_id is None:  # never opened (its create was refused): nothing to undo
+                journal.clear_reassert(self.j, row.key)
+                continue
             try:
                 self.delivery.reassert(RunCtx(row, row.server_id, row.acked_seq), kinds)
-            except TransientError as exc:
-                if final:
-                    log.warning("run %s/%s: could not re-assert its final state before exiting: %s",
-                                row.project, row.name or row.run_id, exc.describe())
-                    continue
-                self._reassert[key] = (time.monotonic() + (retry.next_delay(exc, 1) or 1.0), kinds)
+            except (TransientError, AuthError) as exc:
+                log.warning("run %s/%s: could not re-assert its final state%s: %s",
+                            row.project, row.name or row.run_id,
+                            " before exiting; the next plutosync will" if final else "",
+                            exc.describe())
+                if not final:
+                    journal.set_reassert(self.j, row.key,
+                                         time.time() + (retry.next_delay(exc, 1) or 1.0), kinds)
                 continue
-            except (AuthError, ClientError) as exc:
+            except ClientError as exc:  # the run is gone or refuses: nothing left to correct
                 log.warning("run %s/%s: could not re-assert its final state: %s",
                             row.project, row.name or row.run_id, exc.describe())
-            del self._reassert[key]
-            self._sched.setdefault(key, _Sched()).hold = None
+            if due <= time.time():
+                journal.clear_reassert(self.j, row.key)
 
     def stuck(self) -> list[journal.RunRow]:
         """Runs with pending events held until a person acts (a conflict), with the reason."""
@@ -233,14 +243,19 @@ class Replayer:
 
     def hold_reason(self, key: int) -> str | None:
         s = self._sched.get(key)
-        return s.hold if s else None
+        if s and s.hold:
+            return s.hold
+        row = journal.get_run(self.j, key)
+        return REASSERT_HOLD if row is not None and row.reassert is not None else None
 
     def next_due(self) -> float | None:
         """Seconds until the earliest paused run may be tried again (None: nothing paused)."""
         now = time.monotonic()
         dues = [s.due for s in self._sched.values() if s.due > now]
         dues += [g.due for g in (self._net, self._auth) if g.due > now]
-        dues += [max(due, now + 0.05) for due, _ in self._reassert.values()]
+        wall = time.time()  # re-assert notes are due in wall time: they outlive the process
+        dues += [now + max(r.reassert_due - wall, 0.05) for r in journal.runs_to_reassert(self.j)
+                 if r.reassert_due is not None]
         return min(dues) - now if dues else None
 
     def _ready(self, row: journal.RunRow) -> bool:

@@ -48,6 +48,7 @@ class RunStatus:
     last_error: str | None
     next_try: float | None
     conflict: str | None
+    reassert_due: float | None  # epoch seconds: final state to be sent again (a late request)
     daemon_pid: int | None  # the plutosync delivering this journal now, if any
     rejections: list[dict[str, Any]] = field(default_factory=list)
 
@@ -111,11 +112,12 @@ def journal_status(j: journal.Journal) -> list[RunStatus]:
             # acked events minus the rejected ones (rejected events are acked to move past them)
             delivered=max(0, c["total"] - c["pending"] - c["rejected"]),
             rejected=c["rejected"],
-            synced=c["pending"] == 0 and c["rejected"] == 0,
+            synced=c["pending"] == 0 and c["rejected"] == 0 and run.reassert_due is None,
             attempts=run.attempts,
             last_error=run.last_error,
             next_try=run.next_try,
             conflict=run.conflict,
+            reassert_due=run.reassert_due,
             daemon_pid=daemon if daemon and daemon > 0 else None,
             rejections=rejections.get(run.key, []),
         ))
@@ -136,6 +138,7 @@ def summary(rows: list[RunStatus]) -> dict[str, int]:
         "runs": len(rows),
         "synced": sum(r.synced for r in rows),
         "pending": sum(r.pending > 0 for r in rows),
+        "reassert": sum(r.reassert_due is not None for r in rows),
         "rejected": sum(r.rejected > 0 for r in rows),
         "running": sum(r.state == "running" for r in rows),
     }

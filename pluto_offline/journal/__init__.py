@@ -19,6 +19,7 @@ from pluto_offline.journal.delivery import (  # noqa: F401
     _ensure_delivery,
     ack,
     all_runs,
+    clear_reassert,
     event_counts,
     last_event,
     last_lifecycle,
@@ -31,8 +32,10 @@ from pluto_offline.journal.delivery import (  # noqa: F401
     recover,
     reject,
     rejected_events,
+    runs_to_reassert,
     runs_with_pending,
     sent_seq,
+    set_reassert,
     writers,
 )
 from pluto_offline.journal.payloads import (  # noqa: F401

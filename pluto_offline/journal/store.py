@@ -15,7 +15,7 @@ from typing import Any
 
 import sqlite_utils
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 JOURNAL_FILE = "journal.db"
 SPILL_DIR = "spill"
 BUSY_TIMEOUT_MS = 60_000
@@ -72,7 +72,9 @@ CREATE TABLE IF NOT EXISTS delivery (
     last_error TEXT,
     next_try   REAL,
     conflict   TEXT,
-    updated_at INTEGER
+    updated_at INTEGER,
+    reassert_due   REAL,  -- wall time (s) to send the run's final state again, or NULL
+    reassert_kinds TEXT   -- what to re-assert: comma-separated config, tags, status
 );
 CREATE TABLE IF NOT EXISTS rejected (
     seq    INTEGER PRIMARY KEY,
@@ -85,7 +87,11 @@ CREATE TABLE IF NOT EXISTS rejected (
 """
 
 # Forward migrations: MIGRATIONS[n] upgrades a schema-n journal to n + 1.
-MIGRATIONS: dict[int, str] = {}
+MIGRATIONS: dict[int, str] = {
+    # 2: the daemon's re-assert note survives a restart (docs/journal.md, "delivery")
+    1: "ALTER TABLE delivery ADD COLUMN reassert_due REAL;"
+       "ALTER TABLE delivery ADD COLUMN reassert_kinds TEXT",
+}
 
 
 class JournalError(Exception):
@@ -157,6 +163,15 @@ class RunRow:
     last_error: str | None = None
     next_try: float | None = None
     conflict: str | None = None
+    reassert_due: float | None = None  # see delivery.set_reassert
+    reassert_kinds: str | None = None
+
+    @property
+    def reassert(self) -> tuple[float, frozenset[str]] | None:
+        """``(due wall time, kinds)`` of the run's pending re-assert, or None."""
+        if self.reassert_due is None:
+            return None
+        return self.reassert_due, frozenset(k for k in (self.reassert_kinds or "").split(",") if k)
 
 
 class Journal:
@@ -168,6 +183,8 @@ class Journal:
         self.conn = conn
         self.db = sqlite_utils.Database(conn)
         self.id: str = self.meta("journal_id") or ""
+        # a read-only open cannot migrate: readers of newer columns check this
+        self.schema: int = int(self.meta("schema_version") or SCHEMA_VERSION)
 
     @classmethod
     def open(
@@ -372,8 +389,9 @@ def _run_rows(j: Journal, where: str, args: tuple) -> list[RunRow]:
     sql = (
         "SELECT r.key, r.project, r.run_id, r.ref_kind, r.name, r.created_at, r.config, r.tags, "
         "d.server_id, d.display_id, d.number, d.url, coalesce(d.acked_seq, 0), "
-        "coalesce(d.attempts, 0), d.last_error, d.next_try, d.conflict "
-        f"FROM runs r LEFT JOIN delivery d ON d.run = r.key {where} ORDER BY r.key"
+        "coalesce(d.attempts, 0), d.last_error, d.next_try, d.conflict, "
+        + ("d.reassert_due, d.reassert_kinds " if j.schema >= 2 else "NULL, NULL ")
+        + f"FROM runs r LEFT JOIN delivery d ON d.run = r.key {where} ORDER BY r.key"
     )
     out = []
     for row in j.conn.execute(sql, args):

@@ -27,7 +27,9 @@ Show every run in one or more journals: its local state, and how many of its eve
 pending (not yet acknowledged by the server), delivered, or rejected for good.
 
 A run is "synced" only when nothing is pending and nothing was rejected. Rejected events are
-listed with the server's reason under the table; they are never dropped silently.
+listed with the server's reason under the table; they are never dropped silently. A run whose
+request got no answer is not synced until plutosync has sent its final config/tags/status
+again, once that request can no longer land late (three request timeouts later).
 
 Local states: running (a writer process is alive), finished (COMPLETED), failed, terminated
 (SIGTERM/SIGINT), cancelled, closed (close(): the job detached without ending the run),
@@ -146,6 +148,9 @@ def _print_table(rows: list[runstate.RunStatus], files: list[Path]) -> None:
         if r.last_error:
             retry = f" (attempt {r.attempts}, next try {_when(r.next_try)})" if r.next_try else ""
             notes.append(f"[yellow]error[/] {who}: {escape(r.last_error)}{retry}")
+        if r.reassert_due is not None:
+            notes.append(f"[yellow]re-assert[/] {who}: final config/tags/status to be sent again "
+                         f"at {_when(r.reassert_due)} (a request got no answer and may land late)")
         for rej in r.rejections:
             code = f" {rej['code']}" if rej["code"] is not None else ""
             notes.append(f"[red]rejected[/] {who} event {rej['seq']} ({rej['kind']}):{code} "
@@ -159,13 +164,15 @@ def _print_table(rows: list[runstate.RunStatus], files: list[Path]) -> None:
         pid = next((r.daemon_pid for r in mine if r.daemon_pid), None)
         if pid:
             console.print(f"{label}: delivered by plutosync (pid {pid})")
-        elif any(r.pending for r in mine):
+        elif any(r.pending or r.reassert_due is not None for r in mine):
             console.print(f"{label}: no plutosync is delivering it; start one with "
                           f"`plutosync run --dir {label}` (or `plutosync push {label}`)")
     c = runstate.summary(rows)
     parts = [f"{c['runs']} run{'s' * (c['runs'] != 1)}", f"{c['synced']} synced"]
     if c["pending"]:
         parts.append(f"{c['pending']} with pending events")
+    if c["reassert"]:
+        parts.append(f"{c['reassert']} to re-assert")
     if c["rejected"]:
         parts.append(f"{c['rejected']} with rejected events")
     if c["running"]:

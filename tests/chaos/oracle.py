@@ -197,6 +197,8 @@ def check(schedule: Schedule, reports: dict[str, list[dict]], launches: dict[str
     else:
         for run_id, n in backlog["pending"].items():
             c.add("stuck", n, f"{run_id}: {n} events pending after the drain")
+        for run_id in backlog["reasserts"]:
+            c.add("stuck", 1, f"{run_id}: final state not re-asserted after the drain")
         c.add("stuck", backlog["spills"], f"{backlog['spills']} spill files not folded")
         for run_id, rej in backlog["rejected"].items():
             c.add("rejected", len(rej), f"{run_id}: {rej[:2]}")
@@ -258,7 +260,8 @@ def _same(got: Any, want: float) -> bool:
 
 
 def journal_backlog(journal_dir: Path) -> dict[str, Any]:
-    """Pending events per run, rejected events, and unfolded spill files, read-only."""
+    """Pending events per run, runs whose final state is still to be re-asserted (due time),
+    rejected events, and unfolded spill files, read-only."""
     from pluto_offline import journal as J
     from pluto_offline.spill import SUFFIX
 
@@ -269,6 +272,7 @@ def journal_backlog(journal_dir: Path) -> dict[str, Any]:
         for row in J.runs_with_pending(j):
             pending[row.run_id] = len(J.pending_events(j, row.key, after=row.acked_seq,
                                                        limit=1_000_000))
+        reasserts = {row.run_id: row.reassert_due for row in J.runs_to_reassert(j)}
         rejected: dict[str, list] = {}
         for row in J.all_runs(j):
             rej = J.rejected_events(j, row.key)
@@ -276,4 +280,4 @@ def journal_backlog(journal_dir: Path) -> dict[str, Any]:
                 rejected[row.run_id] = [(r.get("kind"), r.get("reason")) for r in rej]
     finally:
         j.close()
-    return {"pending": pending, "rejected": rejected, "spills": spills}
+    return {"pending": pending, "reasserts": reasserts, "rejected": rejected, "spills": spills}

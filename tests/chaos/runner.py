@@ -321,7 +321,7 @@ class Runner:
         self.daemon.start()
         while time.monotonic() - start < self.drain_timeout:
             backlog = oracle.journal_backlog(self.journal_dir)
-            if not backlog["pending"] and not backlog["spills"]:
+            if not (backlog["pending"] or backlog["reasserts"] or backlog["spills"]):
                 return time.monotonic() - start
             if not self.daemon.running:  # it died on its own: say so, and go on
                 self.notes.append(f"daemon exited {self.daemon.proc and self.daemon.proc.returncode}")

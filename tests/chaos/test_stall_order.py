@@ -11,6 +11,8 @@ known to be dead.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +23,7 @@ from tests.chaos.runner import DaemonProc
 from tests.fixtures.server import LocalServer
 
 TIMEOUT = 1.0  # the daemon's HTTP timeout here (PLUTOSYNC_TIMEOUT)
+LATE = TIMEOUT + 1.8  # a held create lands then: after the drain, before the re-assert (4 s)
 
 
 def test_stalled_update_does_not_overwrite_a_later_one(pluto_server: LocalServer,
@@ -32,8 +35,8 @@ def test_stalled_update_does_not_overwrite_a_later_one(pluto_server: LocalServer
     run.finish()
     pluto_server.fault("stall", path="/api/runs/config/update", count=1, seconds=TIMEOUT + 2)
     # ... and the daemon re-asserts the final config 3 timeouts after the unanswered one
-    server_run = _drain(pluto_server, tmp_path, "stall",
-                        lambda: pluto_server.list_runs("stall")[0]["config"] == {"lr": 2})
+    server_run = _drain(pluto_server, tmp_path, "stall")
+    assert pluto_server.faults()[0]["fired"] == 1
     assert server_run["config"] == {"lr": 2}
 
 
@@ -52,17 +55,22 @@ def _wait(done: Callable[[], bool], seconds: float, step: float) -> None:
         time.sleep(step)
 
 
-def _drain(server: LocalServer, jdir: Path, project: str, done: Callable[[], bool]) -> dict:
-    """Deliver the journal, let the stalled request land, wait (≤ 15 s) for ``done``; returns
-    the project's run as the server holds it."""
+def _settled(jdir: Path) -> bool:
+    """Nothing pending and no re-assert left: what a user's ``plutosync status`` calls synced."""
+    backlog = journal_backlog(jdir)
+    return not backlog["pending"] and not backlog["reasserts"]
+
+
+def _drain(server: LocalServer, jdir: Path, project: str) -> dict:
+    """Deliver the journal until it is settled (≤ 30 s); returns the project's run as the
+    server holds it then. The stalls here end before the re-assert is due, so by then the
+    late request has landed and been undone."""
     daemon = _daemon(server, jdir)
     try:
-        _wait(lambda: not journal_backlog(jdir)["pending"], 30, 0.1)
-        time.sleep(TIMEOUT + 2.5)  # the stalled request has been applied by now
-        _wait(done, 15, 0.2)
+        _wait(lambda: _settled(jdir), 30, 0.1)
     finally:
         daemon.stop()
-    assert not journal_backlog(jdir)["pending"]
+    assert _settled(jdir), journal_backlog(jdir)
     return server.list_runs(project)[0]
 
 
@@ -74,8 +82,7 @@ def test_stalled_create_does_not_reopen_a_finished_run(pluto_server: LocalServer
     run.log({"x": 1.0})
     run.finish()
     pluto_server.fault("stall", path="/api/runs/create", count=1, seconds=TIMEOUT + 2)
-    server_run = _drain(pluto_server, tmp_path, "stall-c",
-                        lambda: pluto_server.list_runs("stall-c")[0]["status"] == "COMPLETED")
+    server_run = _drain(pluto_server, tmp_path, "stall-c")
     assert pluto_server.faults()[0]["fired"] == 1
     assert server_run["status"] == "COMPLETED"
     assert len(pluto_server.list_runs("stall-c")) == 1
@@ -91,27 +98,49 @@ def test_stalled_resume_does_not_reopen_a_finished_run(pluto_server: LocalServer
     again.log({"x": 1.0})
     again.finish(code=1)
     pluto_server.fault("stall", path="/api/runs/resume", count=1, seconds=TIMEOUT + 2)
-    server_run = _drain(pluto_server, tmp_path, "stall-r",
-                        lambda: pluto_server.list_runs("stall-r")[0]["status"] == "FAILED")
+    server_run = _drain(pluto_server, tmp_path, "stall-r")
     assert pluto_server.faults()[0]["fired"] == 1
     assert server_run["status"] == "FAILED"
 
 
-def test_a_daemon_stopped_before_the_reassert_is_due_does_it_on_the_way_out(
-        pluto_server: LocalServer, tmp_path: Path) -> None:
-    # the late create lands (2 s) before the re-assert is due (1 s timeout + 3 timeouts);
-    # a SIGTERM in between must not leave the run reopened
-    run = pluto_offline.init(dir=tmp_path, project="stall-x", run_id="stall-x0",
+def _late_create(server: LocalServer, jdir: Path, project: str) -> tuple[DaemonProc, float]:
+    """A finished run whose create the server holds past the timeout and applies after the
+    run's COMPLETED (reopening it). Returns the daemon, once it has drained the journal, and
+    when the create was held (monotonic)."""
+    run = pluto_offline.init(dir=jdir, project=project, run_id=f"{project}-0",
                              settings={"autostart": False})
     run.finish()
-    pluto_server.fault("stall", path="/api/runs/create", count=1, seconds=TIMEOUT + 1)
-    daemon = _daemon(pluto_server, tmp_path)
-    try:
-        _wait(lambda: pluto_server.faults()[0]["fired"], 30, 0.02)
-        fired = time.monotonic()
-        _wait(lambda: not journal_backlog(tmp_path)["pending"], 30, 0.05)
-        time.sleep(max(0.0, fired + TIMEOUT + 1.5 - time.monotonic()))  # the late one landed
-    finally:
-        daemon.stop()
+    server.fault("stall", path="/api/runs/create", count=1, seconds=LATE)
+    daemon = _daemon(server, jdir)
+    _wait(lambda: server.faults()[0]["fired"], 30, 0.02)
+    fired = time.monotonic()
+    _wait(lambda: not journal_backlog(jdir)["pending"], 30, 0.02)
+    return daemon, fired
+
+
+def test_a_daemon_stopped_before_the_reassert_is_due_leaves_it_to_the_next(
+        pluto_server: LocalServer, tmp_path: Path) -> None:
+    # the late create lands (2.8 s) before the re-assert is due (1 s timeout + 3 timeouts);
+    # a SIGTERM in between re-sends the final state on the way out and keeps the note
+    daemon, fired = _late_create(pluto_server, tmp_path, "stall-x")
+    time.sleep(max(0.0, fired + LATE + 0.4 - time.monotonic()))  # the late one landed
+    daemon.stop()
     assert pluto_server.list_runs("stall-x")[0]["status"] == "COMPLETED"
     assert "before exiting" in (tmp_path / "daemon.log").read_text()
+    assert journal_backlog(tmp_path)["reasserts"], "the note must outlive the daemon"
+    assert _drain(pluto_server, tmp_path, "stall-x")["status"] == "COMPLETED"
+
+
+def test_a_daemon_killed_before_the_reassert_is_due_leaves_it_in_the_journal(
+        pluto_server: LocalServer, tmp_path: Path) -> None:
+    daemon, fired = _late_create(pluto_server, tmp_path, "stall-k")
+    daemon.kill()  # SIGKILL: no way out, the note is all that is left
+    assert time.monotonic() < fired + LATE, "drained after the late create landed"
+    _wait(lambda: pluto_server.list_runs("stall-k")[0]["status"] == "RUNNING", 5, 0.05)
+    assert pluto_server.list_runs("stall-k")[0]["status"] == "RUNNING"  # reopened by it
+    status = subprocess.run([sys.executable, "-m", "syncd", "status", "--dir", str(tmp_path),
+                             "--check"], capture_output=True, text=True, timeout=60)
+    assert status.returncode == 1, status.stdout
+    assert "final config/tags/status to be sent again" in status.stdout
+    assert "0 synced" in status.stdout
+    assert _drain(pluto_server, tmp_path, "stall-k")["status"] == "COMPLETED"
