@@ -214,6 +214,9 @@ class Runner:
             done = all(wp.exited or (wp.proc is None and not self._launchable(wp))
                        for wp in self.writers.values())
             if done and not actions:
+                for wp in self.writers.values():  # one may have exited since its _tend above
+                    if wp.exited:
+                        wp.launch.exit_code = wp.proc.returncode  # type: ignore[union-attr]
                 return
             if now > WRITER_PHASE_S:
                 for wp in self.writers.values():
