@@ -31,8 +31,10 @@ from pluto_offline.journal import (
     _explain,
     append_event,
     end_writer,
+    server_fields,
     set_run_state,
 )
+from pluto_offline.runinfo import RunInfo
 from pluto_offline.spill import Spill, SpillFull
 from pluto_offline.values import (
     MAX_STEP,
@@ -50,8 +52,9 @@ FLUSH_INTERVAL = 0.05
 _PLAIN_NUMBERS = frozenset((float, int))
 
 
-class Run:
-    """One open run in this process (see ``pluto_offline.init``)."""
+class Run(RunInfo):
+    """One open run in this process (see ``pluto_offline.init``); its properties are
+    :class:`RunInfo`'s."""
 
     def __init__(
         self, *, journal: Journal, key: int, run_id: str, ref_kind: str, project: str,
@@ -357,87 +360,9 @@ class Run:
             self._warned.add(key)
             logger.warning(message)
 
-    # ------------------------------------------------------------------ properties
-
-    @property
-    def run_id(self) -> str:
-        """The client-chosen id (sent as ``externalId``); for a server-side resume, the ref."""
-        return self._run_id
-
-    @property
-    def id(self) -> int | None:
-        """The server's numeric id, once the daemon has created the run (else None)."""
-        return self._server_fields()[0]
-
-    @property
-    def display_id(self) -> str | None:
-        return self._server_fields()[1]
-
-    @property
-    def url(self) -> str | None:
-        return self._server_fields()[2]
-
-    def _server_fields(self) -> tuple:
-        if self._server is not None:
-            return self._server
-        fields: tuple = (None, None, None)
-        if self._ref_kind == "id":
-            fields = (int(self._run_id), None, None)
-        elif self._ref_kind == "display":
-            fields = (None, self._run_id, None)
-        try:
-            row = self._read_delivery()
-        except (JournalError, sqlite3.DatabaseError):
-            row = None
-        if row and row[0] is not None:
-            fields = tuple(row)
-            self._server = fields
-        return fields
-
     def _read_delivery(self) -> tuple | None:
-        sql = "SELECT server_id, display_id, url FROM delivery WHERE run = ?"
         with self._lock:
             if not self._ended:
-                return self._j.conn.execute(sql, (self._key,)).fetchone()
-        j = Journal.open(self._j.path, readonly=True)
-        try:
-            return j.conn.execute(sql, (self._key,)).fetchone()
-        finally:
-            j.close()
-
-    @property
-    def config(self) -> Any:
-        return self._config
-
-    @property
-    def tags(self) -> list[str]:
-        return self._tags
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def project(self) -> str:
-        return self._project
-
-    @property
-    def step(self) -> int:
-        """The step of the last ``log()`` (the next implicit step is ``step + 1``)."""
-        return self._step
-
-    @property
-    def resumed(self) -> bool:
-        return self._resumed
-
-    @property
-    def fork_run_id(self) -> Any:
-        return None if self._fork is None else next(iter(self._fork["parent"].values()))
-
-    @property
-    def fork_step(self) -> int | None:
-        return None if self._fork is None else self._fork["step"]
-
-    def __repr__(self) -> str:
-        return f"<pluto_offline.Run {self._project}/{self._run_id} step={self._step}>"
-
+                return server_fields(self._j, self._key)
+        with Journal.open(self._j.path, readonly=True) as j:  # the run's own one is closed
+            return server_fields(j, self._key)

@@ -35,6 +35,7 @@ from pluto_offline.journal.delivery import (  # noqa: F401
     runs_to_reassert,
     runs_with_pending,
     sent_seq,
+    server_fields,
     set_reassert,
     writers,
 )

@@ -48,6 +48,13 @@ def clear_reassert(j: Journal, run: int) -> None:
         )
 
 
+def server_fields(j: Journal, run: int) -> tuple | None:
+    """``(server_id, display_id, url)`` the daemon recorded for the run, or None: what the SDK
+    shows as ``run.id``, ``run.display_id``, ``run.url``."""
+    return j.conn.execute(
+        "SELECT server_id, display_id, url FROM delivery WHERE run = ?", (run,)).fetchone()
+
+
 def all_runs(j: Journal) -> list[RunRow]:
     return _run_rows(j, "", ())
 
