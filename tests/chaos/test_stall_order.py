@@ -23,7 +23,9 @@ from tests.chaos.runner import DaemonProc
 from tests.fixtures.server import LocalServer
 
 TIMEOUT = 1.0  # the daemon's HTTP timeout here (PLUTOSYNC_TIMEOUT)
-LATE = TIMEOUT + 1.8  # a held create lands then: after the drain, before the re-assert (4 s)
+# A held create lands then: after the drain (the retry waits up to 1 s after the 1 s timeout,
+# full jitter), and before the re-assert (due 3 timeouts after the timeout, at 4 s).
+LATE = TIMEOUT + 2.0
 
 
 def test_stalled_update_does_not_overwrite_a_later_one(pluto_server: LocalServer,
@@ -120,7 +122,7 @@ def _late_create(server: LocalServer, jdir: Path, project: str) -> tuple[DaemonP
 
 def test_a_daemon_stopped_before_the_reassert_is_due_leaves_it_to_the_next(
         pluto_server: LocalServer, tmp_path: Path) -> None:
-    # the late create lands (2.8 s) before the re-assert is due (1 s timeout + 3 timeouts);
+    # the late create lands (3 s) before the re-assert is due (1 s timeout + 3 timeouts);
     # a SIGTERM in between re-sends the final state on the way out and keeps the note
     daemon, fired = _late_create(pluto_server, tmp_path, "stall-x")
     time.sleep(max(0.0, fired + LATE + 0.4 - time.monotonic()))  # the late one landed

@@ -114,11 +114,12 @@ def test_a_named_path_without_a_journal_is_reported_and_the_others_delivered(tmp
 def test_a_push_that_ends_before_a_reassert_is_due_says_so_and_the_next_push_does_it(
         tmp_path, pluto_server):
     # The server holds the create past the 1 s request timeout and applies it at 1.5 s, after
-    # the run's COMPLETED: it reopens the run. The re-assert is due 3 timeouts after the
-    # unanswered create, after this push's 2 s deadline.
+    # the run's COMPLETED (delivered by the retry, at most 1 s after the timeout): it reopens
+    # the run. The re-assert is due 3 timeouts after the unanswered create (4 s), after this
+    # push's 3 s deadline.
     _journal(tmp_path / "j", "late", steps=10)
     pluto_server.fault("stall", path="/api/runs/create", count=1, seconds=1.5)
-    first = push(pluto_server, tmp_path, str(tmp_path / "j"), "--timeout", "2",
+    first = push(pluto_server, tmp_path, str(tmp_path / "j"), "--timeout", "3",
                  "--request-timeout", "1")
     assert first.wait(30) == 1, first.log()
     text = " ".join(first.log().split())
@@ -128,7 +129,7 @@ def test_a_push_that_ends_before_a_reassert_is_due_says_so_and_the_next_push_doe
     assert run["status"] == "COMPLETED"  # sent once more on the way out ...
     assert len(pluto_server.metrics(run["id"], "proj", "train/loss")) == 10
 
-    time.sleep(3)  # ... and once more when due, by the next push
+    time.sleep(2)  # ... and once more when due, by the next push
     again = push(pluto_server, tmp_path, str(tmp_path / "j"), "--request-timeout", "1")
     assert again.wait(30) == 0, again.log()
     assert "everything delivered" in again.log()
