@@ -92,7 +92,7 @@ class Delivery:
             # Marked before sending: after a crash, resumed=true is then our own create.
             replay = journal.sent_seq(self.j, row.key) >= ev.seq
             journal.mark_sent(self.j, row.key, ev.seq)
-            answer = self._opening(row, self.client.create_run, body)
+            answer = self._opening(row, "create", self.client.create_run, body)
         except RejectedError as exc:
             self._open_refused(ctx, ev, exc)
             return
@@ -139,11 +139,11 @@ class Delivery:
             body = {"externalId": row.run_id, "projectName": row.project}
         try:
             try:
-                answer = self._opening(row, self.client.resume_run, body)
+                answer = self._opening(row, "resume", self.client.resume_run, body)
             except RejectedError as exc:
                 if exc.code != 409 or "displayId" not in body:
                     raise
-                answer = self._opening(row, self.client.resume_run,
+                answer = self._opening(row, "resume", self.client.resume_run,
                                        {**body, "projectName": row.project})
         except RejectedError as exc:
             if ctx.server_id is None:
@@ -153,14 +153,15 @@ class Delivery:
             return
         self._opened(ctx, ev, answer, "resumed")
 
-    def _opening(self, row: journal.RunRow, send: Any, body: dict[str, Any]) -> dict[str, Any]:
+    def _opening(self, row: journal.RunRow, request: str, send: Any,
+                 body: dict[str, Any]) -> dict[str, Any]:
         """Send a create or resume. Either sets the run RUNNING on the server; one left
         unanswered may land late, after the run's terminal status, and reopen it."""
         try:
             return send(body)
         except TransientError as exc:
             if exc.unanswered:
-                self.r.ambiguous(row.key, "status")
+                self.r.ambiguous(row.key, "status", request)
             raise
 
     def _opened(self, ctx: RunCtx, ev: journal.Event, answer: dict, how: str) -> None:

@@ -184,18 +184,25 @@ class Replayer:
                        if r.key not in keys and movable(r)]
 
     # ------------------------------------------------------------------ late requests
-    def ambiguous(self, key: int, kind: str) -> None:
+    def ambiguous(self, key: int, kind: str, request: str | None = None) -> None:
         """A state request (config, tags, status; a create or resume, which set RUNNING) got
         no answer: the server may still apply it, late, after the requests that follow it.
         Once it can no longer land (``REASSERT_AFTER`` request timeouts later), send the run's
         final state again. The note is kept in the journal: a daemon killed or stopped
-        meanwhile leaves it to the next one, and the run does not read as synced until done."""
+        meanwhile leaves it to the next one, and the run does not read as synced until done.
+        ``kind`` is the part of the state to re-assert; ``request`` names the request (default:
+        ``kind``) in the log."""
         due = time.time() + REASSERT_AFTER * self.client.settings.timeout
         kinds = {kind}
         row = journal.get_run(self.j, key)
         if row is not None and row.reassert is not None:
             due = max(due, row.reassert[0])
             kinds |= row.reassert[1]
+        elif row is not None:  # one line per note, not per timeout: a long wait is explained
+            log.warning("run %s/%s: a %s request got no answer and may still land late; its "
+                        "final state will be sent again at %s", row.project,
+                        row.name or row.run_id, request or kind, time.strftime("%H:%M:%S",
+                                                                    time.localtime(due)))
         journal.set_reassert(self.j, key, due, kinds)
 
     def reassert_now(self) -> None:

@@ -140,6 +140,7 @@ def test_a_daemon_killed_before_the_reassert_is_due_leaves_it_in_the_journal(
     assert time.monotonic() < fired + LATE, "drained after the late create landed"
     _wait(lambda: pluto_server.list_runs("stall-k")[0]["status"] == "RUNNING", 5, 0.05)
     assert pluto_server.list_runs("stall-k")[0]["status"] == "RUNNING"  # reopened by it
+    assert "a create request got no answer" in (tmp_path / "daemon.log").read_text()
     status = subprocess.run([sys.executable, "-m", "syncd", "status", "--dir", str(tmp_path),
                              "--check"], capture_output=True, text=True, timeout=60)
     assert status.returncode == 1, status.stdout

@@ -123,6 +123,7 @@ def test_a_push_that_ends_before_a_reassert_is_due_says_so_and_the_next_push_doe
                  "--request-timeout", "1")
     assert first.wait(30) == 1, first.log()
     text = " ".join(first.log().split())
+    assert "proj/late: a create request got no answer and may still land late" in text
     assert "proj/late: its final config/tags/status are to be sent again" in text
     assert "push again after that time" in text and "everything delivered" not in text
     run = pluto_server.list_runs("proj")[0]
