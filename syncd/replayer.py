@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pluto_offline import journal
-from syncd import retry
+from syncd import retry, runstate
 from syncd.client import AuthError, ClientError, PlutoClient, TransientError
 
 log = logging.getLogger("plutosync")
@@ -201,8 +201,7 @@ class Replayer:
         elif row is not None:  # one line per note, not per timeout: a long wait is explained
             log.warning("run %s/%s: a %s request got no answer and may still land late; its "
                         "final state will be sent again at %s", row.project,
-                        row.name or row.run_id, request or kind, time.strftime("%H:%M:%S",
-                                                                    time.localtime(due)))
+                        row.name or row.run_id, request or kind, runstate.clock(due))
         journal.set_reassert(self.j, key, due, kinds)
 
     def reassert_now(self) -> None:

@@ -6,6 +6,7 @@ journal that jobs and a daemon are writing right now.
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,12 @@ class RunStatus:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def clock(epoch: float | None) -> str:
+    """A wall time (epoch seconds) as people read it in a log or a table: ``HH:MM:SS`` local
+    time; ``""`` for none."""
+    return time.strftime("%H:%M:%S", time.localtime(epoch)) if epoch else ""
 
 
 def local_state(writers: list[dict], live_ids: set[str], last_lifecycle: str | None) -> str:

@@ -17,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from pluto_offline import journal
+from syncd import runstate
 from syncd import settings as settings_mod
 from syncd.client import PlutoClient
 from syncd.daemon import recover
@@ -142,7 +143,7 @@ def _deliver(j: journal.Journal, settings: settings_mod.Settings, stop: threadin
         out.unsettled += 1
         out.problems.append(f"{row.project}/{row.name or row.run_id}: its final "
                             f"config/tags/status are to be sent again at "
-                            f"{time.strftime('%H:%M:%S', time.localtime(row.reassert_due))} "
+                            f"{runstate.clock(row.reassert_due)} "
                             "(a request got no answer and may still land late); push again "
                             "after that time")
     for rej in journal.rejected_events(j):

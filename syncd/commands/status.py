@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import sqlite3
 import sys
@@ -104,12 +103,6 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _when(epoch: float | None) -> str:
-    if not epoch:
-        return ""
-    return dt.datetime.fromtimestamp(epoch).strftime("%H:%M:%S")
-
-
 def _print_table(rows: list[runstate.RunStatus], files: list[Path]) -> None:
     from rich.console import Console
     from rich.markup import escape
@@ -146,11 +139,13 @@ def _print_table(rows: list[runstate.RunStatus], files: list[Path]) -> None:
         if r.conflict:
             notes.append(f"[red]conflict[/] {who}: {escape(r.conflict)}")
         if r.last_error:
-            retry = f" (attempt {r.attempts}, next try {_when(r.next_try)})" if r.next_try else ""
+            retry = (f" (attempt {r.attempts}, next try {runstate.clock(r.next_try)})"
+                     if r.next_try else "")
             notes.append(f"[yellow]error[/] {who}: {escape(r.last_error)}{retry}")
         if r.reassert_due is not None:
             notes.append(f"[yellow]re-assert[/] {who}: final config/tags/status to be sent again "
-                         f"at {_when(r.reassert_due)} (a request got no answer and may land late)")
+                         f"at {runstate.clock(r.reassert_due)} "
+                         "(a request got no answer and may land late)")
         for rej in r.rejections:
             code = f" {rej['code']}" if rej["code"] is not None else ""
             notes.append(f"[red]rejected[/] {who} event {rej['seq']} ({rej['kind']}):{code} "
