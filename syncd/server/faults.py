@@ -42,6 +42,7 @@ class FaultRule:
     apply: bool = False
     fired: int = 0
     _rng: random.Random = field(default_factory=random.Random, repr=False)
+    _seen: int = field(default=0, repr=False)  # matching requests so far (for skip)
 
     def __post_init__(self) -> None:
         self.mode = str(self.mode).lower()
@@ -69,6 +70,7 @@ class FaultRule:
     def public(self) -> dict[str, Any]:
         data = asdict(self)
         data.pop("_rng")
+        data.pop("_seen")
         data["remaining"] = None if self.count is None else self.count - self.fired
         return data
 
@@ -113,7 +115,6 @@ class FaultTable:
     def __init__(self, rules: list[FaultRule] | None = None) -> None:
         self._lock = threading.Lock()
         self._rules: list[FaultRule] = list(rules or [])
-        self._seen: dict[int, int] = {}
 
     def add(self, rule: FaultRule) -> None:
         with self._lock:
@@ -138,9 +139,8 @@ class FaultTable:
                     continue
                 if rule.method and rule.method.upper() != method:
                     continue
-                seen = self._seen.get(id(rule), 0)
-                self._seen[id(rule)] = seen + 1
-                if seen < rule.skip or rule._rng.random() >= rule.p:
+                rule._seen += 1
+                if rule._seen <= rule.skip or rule._rng.random() >= rule.p:
                     continue
                 rule.fired += 1
                 return rule
