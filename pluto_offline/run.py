@@ -37,9 +37,11 @@ from pluto_offline.journal import (
 from pluto_offline.runinfo import RunInfo
 from pluto_offline.spill import Spill, SpillFull
 from pluto_offline.values import (
+    GROUP_TAG_PREFIX,
     MAX_STEP,
     bad_step,
     check_step,
+    check_tags,
     check_timestamp,
     deep_merge,
     native_config,
@@ -271,10 +273,20 @@ class Run(RunInfo):
         self._config = merged
 
     def add_tags(self, tags: str | Iterable[str]) -> None:
-        """Add tags (a str or a list); the full tag list is journaled durably."""
+        """Add tags (a str or a list); the full tag list is journaled durably.
+
+        ``ValueError`` (nothing journaled) if the result breaks the server's limits: at most
+        50 tags, at most one ``group:`` tag.
+        """
         if not self._ignored("add_tags"):
             new = list(self._tags)
             new += [t for t in normalize_tags(tags) if t not in new]
+            groups = [t for t in self._tags if t.startswith(GROUP_TAG_PREFIX)]
+            check_tags(new, "add_tags()",
+                       f"the run has {len(self._tags)} already: remove_tags() some first, or "
+                       "add fewer",
+                       f"remove_tags({groups[0]!r}) first to change the run's group" if groups
+                       else "add only one group: tag")
             self._set_tags(new)
 
     def remove_tags(self, tags: str | Iterable[str]) -> None:

@@ -12,6 +12,7 @@ No call opens a socket: everything goes to the journal in ``dir`` / ``PLUTO_DIR`
 from __future__ import annotations
 
 import json
+import logging
 import operator
 import os
 import uuid
@@ -35,9 +36,10 @@ from pluto_offline.journal import (
 )
 from pluto_offline.run import FLUSH_INTERVAL, Run
 from pluto_offline.spill import Spill
-from pluto_offline.values import deep_merge, native_config, normalize_tags
+from pluto_offline.values import MAX_TAGS, check_tags, deep_merge, native_config, normalize_tags
 
 ops = lifecycle.ops
+logger = logging.getLogger("pluto_offline")
 _HOST = os.uname().nodename  # not socket.gethostname(): the SDK never imports socket
 
 
@@ -60,7 +62,10 @@ def init(
 
     ``run_id``: an int or digit string resumes a server run by number; ``"MMP-42"`` by display
     id; any other string is the client-chosen id (``externalId``): a new run, or, with
-    ``resume=True`` (or from ``PLUTO_RUN_ID``), the run this journal already holds.
+    ``resume=True`` (or with ``PLUTO_RUN_ID`` set), the run this journal already holds.
+
+    Raises ``ValueError`` for tags the server would refuse (its 50-tag and one-``group:``-tag
+    limits), ``RunExistsError`` for a known external id reused without ``resume=True``.
     """
     if (fork_run_id is not None) ^ (fork_step is not None):
         raise ValueError("fork_run_id and fork_step must be provided together")
@@ -68,13 +73,20 @@ def init(
     project = _text("project", project if project is not None else
                     os.environ.get("PLUTO_PROJECT") or "pluto")
     name = _text("name", name) if name else new_name()
-    from_env = False
-    if run_id is None and os.environ.get("PLUTO_RUN_ID"):
-        run_id, from_env = os.environ["PLUTO_RUN_ID"], True
+    # As the stock SDK: with PLUTO_RUN_ID set, the run id counts as "from the environment" even
+    # when a run_id argument is passed (its init re-classifies the argument but keeps the flag),
+    # so that its documented multi-rank pattern init(run_id=os.environ.get("PLUTO_RUN_ID"))
+    # attaches every rank to one run instead of raising RunExistsError on the second.
+    env_run_id = os.environ.get("PLUTO_RUN_ID")
+    from_env = bool(env_run_id)
+    if run_id is None and env_run_id:
+        run_id = env_run_id
     ref = classify_run_id(run_id) if run_id is not None else RunRef("external", new_run_id())
-    tags = normalize_tags(tags)
+    tags = check_tags(normalize_tags(tags), "init(tags=...)", f"pass at most {MAX_TAGS} tags",
+                      "pass only one group: tag")
     config = native_config(config)
-    settings = native_config(settings.to_dict() if hasattr(settings, "to_dict") else settings)
+    settings = native_config(settings.to_dict() if hasattr(settings, "to_dict") else settings,
+                             "settings")
     if settings is not None and not isinstance(settings, dict):
         raise TypeError(f"settings must be a dict, got {type(settings).__name__}")
     flush_interval = float((settings or {}).get("flush_interval", FLUSH_INTERVAL))
@@ -91,13 +103,15 @@ def init(
         recover(j)
         spill = _create_spill(j, writer_id)
         with j.transaction():
-            run = _open_run(j, ref, from_env, resume, project, name, config, tags, settings,
-                            fork, writer_id, spill, flush_interval)
+            run, restarts = _open_run(j, ref, from_env, resume, project, name, config, tags,
+                                      settings, fork, writer_id, spill, flush_interval)
     except BaseException:
         if spill is not None:
             spill.close(unlink=True)
         j.close()
         raise
+    if restarts:
+        _warn_steps_restart(ref, from_env)
     lifecycle.register(run)
     run._start()
     autostart._maybe_start_daemon(j.path, settings)
@@ -106,9 +120,14 @@ def init(
 
 def _open_run(j: Journal, ref: RunRef, from_env: bool, resume: bool, project: str, name: str,
               config: Any, tags: list[str], settings: dict | None, fork: dict | None,
-              writer_id: str, spill: Spill, flush_interval: float) -> Run:
-    """Inside the init transaction: find or add the run row, journal create/resume, writer."""
+              writer_id: str, spill: Spill, flush_interval: float) -> tuple[Run, bool]:
+    """Inside the init transaction: find or add the run row, journal create/resume, writer.
+
+    Also says whether implicit steps restart on a run that may already hold points: a resume
+    (``resume=True``, ``PLUTO_RUN_ID``, a server id) of a run this journal has never seen.
+    """
     row = _find_local(j, project, ref)
+    restarts = row is None and (resume or from_env or ref.kind != "external")
     if fork is not None and "external" in fork["parent"]:
         fork["parent"] = _local_parent(j, project, fork["parent"]["external"])
     if row is None:
@@ -121,7 +140,12 @@ def _open_run(j: Journal, ref: RunRef, from_env: bool, resume: bool, project: st
                     config = deep_merge(parent_config, config or {})
                 if fork["inherit_tags"]:
                     # as the server does it: the parent's tags, then the child's
-                    tags = normalize_tags(parent_tags + tags)
+                    tags = check_tags(
+                        normalize_tags(parent_tags + tags), "init(inherit_tags=True)",
+                        f"the fork parent's {len(parent_tags)} tags count too: pass fewer tags, "
+                        "or inherit_tags=False",
+                        "the fork parent's tags count too: pass no group: tag of your own, or "
+                        "inherit_tags=False")
             key = add_run(j, project=project, run_id=ref.text, name=name,
                           config=config if isinstance(config, dict) else {}, tags=tags,
                           created_at=created)
@@ -157,7 +181,28 @@ def _open_run(j: Journal, ref: RunRef, from_env: bool, resume: bool, project: st
     return Run(journal=j, key=key, run_id=ref.text, ref_kind=ref.kind, project=project,
                name=name, config=cfg, tags=tags, step=step, writer_id=writer_id, spill=spill,
                metric_names=metric_names, data_names=data_names, resumed=resumed, fork=fork,
-               flush_interval=flush_interval)
+               flush_interval=flush_interval), restarts
+
+
+def _warn_steps_restart(ref: RunRef, from_env: bool) -> None:
+    """Implicit steps restart at 1 on a run this journal has never seen: say so, and how to go on.
+
+    A fresh journal (a new Slurm allocation, another node) knows no earlier step of a run
+    created elsewhere, and the server keeps one point per (run, metric, step), so ``log()``
+    without ``step=`` would overwrite the points the run already has.
+    """
+    if ref.kind == "external":
+        how = "PLUTO_RUN_ID is set" if from_env else "resume=True"
+        what = (f"run {ref.text!r} may already exist on the server ({how}), but this journal "
+                "has no record of it")
+    else:
+        what = f"run {ref.text} is a server run this journal has no record of"
+    logger.warning(
+        "pluto_offline: %s: log() without step= counts from step 1 again, and the server keeps "
+        "one point per metric and step, so if the run was started elsewhere (another node, an "
+        "earlier Slurm allocation) its points at those steps are overwritten. To continue it, "
+        "pass step= explicitly (e.g. the step saved in your checkpoint + 1); later log() calls "
+        "without step= count on from there.", what)
 
 
 def _find_local(j: Journal, project: str, ref: RunRef) -> RunRow | None:

@@ -10,12 +10,19 @@ comes here::
 from __future__ import annotations
 
 import json
+import logging
 import math
 import operator
 from collections.abc import Iterable
 from typing import Any
 
+logger = logging.getLogger("pluto_offline")
+
 STRING_SERIES_MAX_LEN = 200
+# The Pluto server's tag rules (runs/create and runs/tags/update): at most 50 tags per run, and
+# at most one tag starting with "group:"; anything else is a 400 that would lose the run's create.
+MAX_TAGS = 50
+GROUP_TAG_PREFIX = "group:"
 MAX_STEP = 2**53  # beyond, JSON numbers (and the server) lose integers; SQLite overflows at 2**63
 # 9999-12-31: later times in ms overflow SQLite's INTEGER (and mean a unit mistake)
 MAX_TIMESTAMP_S = 253402300799
@@ -33,20 +40,40 @@ def deep_merge(base: dict, override: dict) -> dict:
     return merged
 
 
-def native_config(config: Any) -> Any:
+def native_config(config: Any, what: str = "config") -> Any:
     """JSON-native copy of a config: keys made str, tuples made lists, other values ``str()``.
 
     A round trip through JSON, so what the run holds is exactly what the journal holds.
+    Non-finite floats (NaN, ±inf, also nested) become the strings ``"NaN"``, ``"Infinity"``,
+    ``"-Infinity"``: Python's ``json`` writes them as bare tokens, which the Pluto server's
+    ``JSON.parse`` refuses (400 on the run's create or config update). Each key path is warned
+    about once per process; ``what`` names the argument in that warning.
     """
     if config is None:
         return None
     if hasattr(config, "to_container"):  # OmegaConf without importing it
         config = config.to_container(resolve=True)
+    replaced: list[tuple[str, str]] = []
     try:
-        return json.loads(json.dumps(_keys_to_str(config), default=str))
+        plain = _keys_to_str(config)
+        try:
+            text = json.dumps(plain, default=str, allow_nan=False)
+        except ValueError:  # a non-finite float somewhere: only this rare case walks again
+            text = json.dumps(_finite(plain, what, replaced), default=str, allow_nan=False)
+        native = json.loads(text)
     except RecursionError:  # a cycle, or nesting deeper than the interpreter's stack
-        raise ValueError("config cannot be journaled: it refers to itself (a cycle) or is "
+        raise ValueError(f"{what} cannot be journaled: it refers to itself (a cycle) or is "
                          "nested too deeply; pass a plain tree of dicts and lists") from None
+    for path, spelling in replaced:
+        if path not in _warned_non_finite:
+            _warned_non_finite.add(path)
+            logger.warning("pluto_offline: %s is %s, which the Pluto server cannot parse in a "
+                           "config (bare NaN/Infinity is not JSON); journaled as the string %r, "
+                           "which run.config holds too", path, spelling, spelling)
+    return native
+
+
+_warned_non_finite: set[str] = set()  # key paths already warned about, once per process
 
 
 def _keys_to_str(obj: Any) -> Any:
@@ -54,6 +81,20 @@ def _keys_to_str(obj: Any) -> Any:
         return {str(k): _keys_to_str(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_keys_to_str(v) for v in obj]
+    return obj
+
+
+def _finite(obj: Any, path: str, replaced: list[tuple[str, str]]) -> Any:
+    """``obj`` (a ``_keys_to_str`` tree) with each non-finite float replaced by its JSON
+    spelling as a string, noted with its key path in ``replaced``."""
+    if isinstance(obj, dict):
+        return {k: _finite(v, f"{path}[{k!r}]", replaced) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v, f"{path}[{i}]", replaced) for i, v in enumerate(obj)]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        spelling = "NaN" if obj != obj else ("Infinity" if obj > 0 else "-Infinity")
+        replaced.append((path, spelling))
+        return spelling
     return obj
 
 
@@ -69,6 +110,25 @@ def normalize_tags(tags: str | Iterable[str] | None) -> list[str]:
         if t not in out:
             out.append(t)
     return out
+
+
+def check_tags(tags: list[str], where: str, fix_count: str, fix_group: str) -> list[str]:
+    """``tags`` if the Pluto server would take them, else ``ValueError`` saying what to do.
+
+    The server's limits: at most ``MAX_TAGS`` (50) tags per run and at most one ``group:*``
+    tag; it refuses anything else with a 400, which for a create loses the whole run. So the
+    SDK checks them where tags are set, before anything is journaled. ``where`` names the
+    call, ``fix_count`` / ``fix_group`` say how to fix each problem there.
+    """
+    if len(tags) > MAX_TAGS:
+        raise ValueError(f"{where}: a run can have at most {MAX_TAGS} tags (the Pluto server's "
+                         f"limit), this would give it {len(tags)}; {fix_count}")
+    groups = [t for t in tags if t.startswith(GROUP_TAG_PREFIX)]
+    if len(groups) > 1:
+        raise ValueError(f"{where}: a run can have at most one '{GROUP_TAG_PREFIX}' tag (the Pluto "
+                         f"server's limit), this would give it {len(groups)}: "
+                         f"{', '.join(map(repr, groups))}; {fix_group}")
+    return tags
 
 
 def route(value: Any) -> tuple[str, Any]:
