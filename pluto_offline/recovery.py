@@ -65,6 +65,7 @@ def recover_orphans(j: Journal) -> int:
         elif name.endswith(NEW_SUFFIX):
             _remove_stale_new(spill_dir / name)
     _end_vanished_writers(j)
+    _report_killed(j)
     return total
 
 
@@ -144,3 +145,37 @@ def _end_vanished_writers(j: Journal) -> None:
         with j.transaction():
             for w in gone:
                 end_writer(j, w, "killed")
+
+
+KILLED = {"status": "FAILED", "metadata": {"reason": "killed"}}
+
+
+def _report_killed(j: Journal) -> None:
+    """Journal FAILED ``{"reason": "killed"}`` for each run whose last writer died without
+    ending it (SIGKILL, OOM, node loss), at the time of the run's last event.
+
+    Without it the server keeps such a run RUNNING until its reaper marks it, and the journal
+    would read as delivered. It is an ordinary status event: a later resume (here or in
+    another journal) still wins by time. Idempotent: once the FAILED is journaled, the run's
+    last status change is an end, and the run is skipped.
+    """
+    from pluto_offline.journal import append_event
+
+    candidates = [r[0] for r in j.conn.execute(
+        "SELECT w.run FROM writers w WHERE w.ended_how = 'killed' AND w.opened_at = "
+        "(SELECT max(opened_at) FROM writers v WHERE v.run = w.run) GROUP BY w.run")]
+    if not candidates:
+        return
+    live = live_writer_ids(j.spill_dir)
+    for run in candidates:
+        with j.transaction():
+            ids = [r[0] for r in j.conn.execute("SELECT id FROM writers WHERE run = ?", (run,))]
+            if set(ids) & live:
+                continue
+            last = j.conn.execute(
+                "SELECT kind FROM events WHERE run = ? AND kind IN ('create', 'resume', 'status')"
+                " ORDER BY seq DESC LIMIT 1", (run,)).fetchone()
+            if last is None or last[0] == "status":
+                continue
+            at = j.conn.execute("SELECT max(time) FROM events WHERE run = ?", (run,)).fetchone()[0]
+            append_event(j, run, "status", time=at, payload=KILLED)

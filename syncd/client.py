@@ -9,7 +9,11 @@ every failure into one of four typed errors, so callers decide what to do by typ
 
 An answer that is not what the Pluto contract promises (a 2xx that is not the expected JSON,
 an HTML page from a proxy, a redirect, a body over ``MAX_ANSWER_BYTES``) is a
-:class:`TransientError` too: nothing is acknowledged on the strength of it.
+:class:`TransientError` too: nothing is acknowledged on the strength of it, and nothing is
+refused for good because of what is not the Pluto server talking. Run details, the one answer
+that is legitimately large (it carries the whole config), are never read whole:
+:meth:`run_fields` streams them and keeps only the fields asked for, so a 9 MB config never
+turns a status check into an endless retry.
 
 The client itself never retries or sleeps: the replayer schedules retries per run with the
 policies in :mod:`syncd.retry`. The key never appears in an error message or a log line.
@@ -23,6 +27,7 @@ import re
 import time
 from typing import Any
 
+import ijson
 import requests
 
 from syncd import __version__
@@ -72,6 +77,15 @@ class RejectedError(ClientError):
     """The server refused this request for good (a 4xx other than auth)."""
 
 
+class OversizedAnswer(TransientError):
+    """The answer is larger than any Pluto answer to that request: a proxy or a broken server."""
+
+
+# The fields a status check reads from run details (never the config).
+STATE_FIELDS = ("status", "statusMetadata", "statusUpdated")
+MAX_STREAMED_BYTES = 1 << 30  # a details answer streamed field by field: bounded by time only
+
+
 class PlutoClient:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -118,6 +132,27 @@ class PlutoClient:
     def run_details(self, run_id: int) -> dict[str, Any]:
         return self._api("GET", f"/api/runs/details/{run_id}")
 
+    def run_fields(self, run_id: int, fields: tuple[str, ...] = STATE_FIELDS) -> dict[str, Any]:
+        """The top-level ``fields`` of ``/api/runs/details/{run_id}``, read as a stream.
+
+        The answer carries the run's whole config and systemMetadata (pluto-api.md: "can be
+        many MB"); they are parsed past, never held, and the connection is dropped as soon as
+        every field asked for was seen. Fields the answer lacks are absent from the result.
+        Raises the usual typed errors; a body that is not a JSON object is a protocol error.
+        """
+        url = self.settings.api_url + f"/api/runs/details/{run_id}"
+        resp = self._send("GET", url, "api", stream_ok=True)
+        try:
+            return _pick_fields(resp, fields)
+        except (ijson.JSONError, ValueError) as exc:
+            raise TransientError(resp.status_code, self._scrub(
+                f"protocol error: {_where(url)} answered HTTP {resp.status_code} with a body "
+                f"that is not a JSON object ({str(exc)[:80]}); is a proxy in the way?")) from None
+        except requests.RequestException as exc:
+            raise TransientError(None, f"cannot read {_where(url)} ({_short(exc)})") from None
+        finally:
+            resp.close()
+
     def run_by_display_id(self, display_id: str, project: str) -> dict[str, Any]:
         return self._api("GET", f"/api/runs/details/by-display-id/{display_id}",
                          params={"projectName": project})
@@ -157,7 +192,9 @@ class PlutoClient:
 
     def _send(self, method: str, url: str, service: str, *, json_body: Any = None,
               data: bytes | None = None, headers: dict[str, str] | None = None,
-              params: dict[str, str] | None = None) -> requests.Response:
+              params: dict[str, str] | None = None, stream_ok: bool = False) -> requests.Response:
+        """Send one request; a 2xx answer is returned read (``stream_ok``: unread, for the
+        caller to stream and close), anything else raised as a typed error."""
         if json_body is not None:
             # The api service reads a body only with this content type (pluto-api.md).
             data = json.dumps(json_body).encode()
@@ -169,7 +206,8 @@ class PlutoClient:
             resp = self.session.request(method, url, data=data, headers=headers, params=params,
                                         timeout=self.timeout, allow_redirects=False,
                                         stream=True, verify=self.settings.verify_tls)
-            _read_bounded(resp, url)
+            if not (stream_ok and 200 <= resp.status_code < 300):
+                _read_bounded(resp, url)
         except requests.ReadTimeout:
             raise TransientError(None, f"{_where(url)} timed out", unanswered=True) from None
         except requests.Timeout:
@@ -223,12 +261,53 @@ def _read_bounded(resp: requests.Response, url: str) -> None:
         for chunk in resp.iter_content(64 * 1024):
             body += chunk
             if len(body) > MAX_ANSWER_BYTES:
-                raise TransientError(resp.status_code, (
+                raise OversizedAnswer(resp.status_code, (
                     f"{_where(url)} answered HTTP {resp.status_code} with more than "
-                    f"{MAX_ANSWER_BYTES >> 20} MiB; not read (a Pluto server's answers are small)"))
+                    f"{MAX_ANSWER_BYTES >> 20} MiB; not read (a Pluto server's answers to this "
+                    "request are small)"))
     finally:
         resp.close()  # a body not read to its end drops the connection, never drains it
     resp._content = bytes(body)
+
+
+def _pick_fields(resp: requests.Response, fields: tuple[str, ...]) -> dict[str, Any]:
+    """Parse the top-level object of a streamed answer, building only ``fields``."""
+    resp.raw.decode_content = True
+    want = set(fields)
+    out: dict[str, Any] = {}
+    builder: ijson.ObjectBuilder | None = None
+    building = ""
+    for prefix, event, value in ijson.parse(_Counted(resp.raw), use_float=True):
+        if builder is not None:
+            builder.event(event, value)
+            if prefix == building and event in ("end_map", "end_array"):
+                out[building] = builder.value
+                builder = None
+        elif prefix in want and event != "map_key" and "." not in prefix:
+            if event in ("start_map", "start_array"):
+                builder, building = ijson.ObjectBuilder(), prefix
+                builder.event(event, value)
+            else:
+                out[prefix] = value
+        elif prefix == "" and event == "start_array":
+            raise ValueError("a JSON array, not an object")
+        if builder is None and len(out) == len(want):
+            break  # everything asked for: the rest (config, metadata) is never read
+    return out
+
+
+class _Counted:
+    """A file-like view of a raw response that refuses to read past ``MAX_STREAMED_BYTES``."""
+
+    def __init__(self, raw: Any) -> None:
+        self.raw, self.n = raw, 0
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self.raw.read(64 * 1024 if size is None or size < 0 else size)
+        self.n += len(chunk)
+        if self.n > MAX_STREAMED_BYTES:
+            raise ValueError(f"more than {MAX_STREAMED_BYTES >> 20} MiB")
+        return chunk
 
 
 def _with_run_id(answer: dict[str, Any], path: str) -> dict[str, Any]:

@@ -103,6 +103,7 @@ class Daemon:
 
     def _once(self, j: journal.Journal, replayer: Replayer) -> int:
         recover(j)
+        replayer.wait_for_creators = lambda: False  # nothing else here could create them
         deadline = None if self.options.timeout is None else time.monotonic() + self.options.timeout
         done = drain(replayer, deadline=deadline)
         left = replayer.outstanding() + replayer.stuck()

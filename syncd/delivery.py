@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pluto_offline import journal
+from syncd import finalstate, runstate
 from syncd.client import RejectedError, TransientError
 from syncd.render import Renderer
 
@@ -24,7 +25,9 @@ log = logging.getLogger("plutosync")
 
 ISOLATE_BUDGET = 128  # requests spent finding the bad lines of one refused NDJSON event
 _OPENERS = ("create", "resume")
-_LIFECYCLE = ("create", "resume", "status")
+# What a refused create can be sent again without, by the part's name in `rejected`.
+_OPTIONAL_PARTS = {"tags": ("tags",), "settings": ("loggerSettings",),
+                   "fork": ("forkRunId", "forkStep", "inheritConfig", "inheritTags")}
 
 
 class Delivery:
@@ -48,10 +51,15 @@ class Delivery:
             self.r.rejected(ctx, cursor.take(), None,
                             f"the run does not exist on the server ({reason})")
             return
-        if ev.kind == "create":
-            self._create(ctx, cursor.take())
-        elif ev.kind == "resume":
-            self._resume(ctx, cursor.take())
+        if ev.kind in _OPENERS or ev.kind == "status":
+            # an open or an end, with the status check it implies, one thread at a time
+            with finalstate.run_lock(ctx.row.project, ctx.row.run_id):
+                if ev.kind == "create":
+                    self._create(ctx, cursor.take())
+                elif ev.kind == "resume":
+                    self._resume(ctx, cursor.take())
+                else:
+                    self._update(ctx, cursor.take())
         elif ev.kind in ("metrics", "data"):
             batch = cursor.take_batch(ev.kind, self.r.batch_bytes)
             if ev.kind == "metrics":
@@ -71,6 +79,10 @@ class Delivery:
             return
         p = ev.data() or {}
         row = ctx.row
+        attach = bool(p.get("resume"))  # init(resume=True) or PLUTO_RUN_ID: attaching intended
+        if attach and journal.only_attached(self.j, row.key):
+            self._attach(ctx, ev)
+            return
         body: dict[str, Any] = {
             "runName": p.get("name") or row.name or row.run_id,
             "projectName": row.project,
@@ -84,20 +96,22 @@ class Delivery:
         if p.get("settings"):
             body["loggerSettings"] = json.dumps(p["settings"])
         # Who created the run: a later copy of this journal (an air-gap carry exported again)
-        # recognises the run as its own instead of calling it a conflict.
-        body["systemMetadata"] = json.dumps({ORIGIN_KEY: _origin(self.j, row)})
+        # recognises the run as its own instead of calling it a conflict, and a journal that
+        # was only attaching (resume=True) leaves the run's own journal free to attach later.
+        body["systemMetadata"] = json.dumps({ORIGIN_KEY: {**_origin(self.j, row),
+                                                          "attach": attach}})
         try:
             if p.get("fork"):
                 body.update(self._fork_fields(ctx, ev, p["fork"]))
             # Marked before sending: after a crash, resumed=true is then our own create.
             replay = journal.sent_seq(self.j, row.key) >= ev.seq
             journal.mark_sent(self.j, row.key, ev.seq)
-            answer = self._opening(row, "create", self.client.create_run, body)
+            answer = self._create_run(row, ev, body)
         except RejectedError as exc:
             self._open_refused(ctx, ev, exc)
             return
-        if (answer.get("resumed") and not replay and not p.get("resume")
-                and not self._created_by_us(row, answer)):
+        if (answer.get("resumed") and not replay and not attach
+                and not self._ours_to_join(row, answer)):
             conflict = (
                 f"externalId {row.run_id!r} already exists in project {row.project!r} on the "
                 f"server (run {answer.get('displayId') or answer.get('runId')}) and this journal "
@@ -109,22 +123,82 @@ class Delivery:
             raise Hold(conflict, stuck=True)
         if p.get("config"):
             # Acked only with the create: after a crash in between, both are sent again.
-            self.client.update_config(int(answer["runId"]), json.dumps(p["config"]))
-        self._opened(ctx, ev, answer, "re-attached" if answer.get("resumed") and not replay else "created")
+            try:
+                self.client.update_config(int(answer["runId"]), json.dumps(p["config"]))
+            except RejectedError as exc:
+                self._part_refused(ctx, ev, "config", exc)
+        how = "re-attached" if answer.get("resumed") and not replay else "created"
+        self._opened(ctx, ev, answer, how, fresh=not answer.get("resumed"))
 
-    def _created_by_us(self, row: journal.RunRow, answer: dict[str, Any]) -> bool:
-        """Whether the existing server run was created from this journal (or a copy of it)."""
+    def _create_run(self, row: journal.RunRow, ev: journal.Event,
+                    body: dict[str, Any]) -> dict[str, Any]:
+        """Send the create; if the server refuses it, send it again without its optional
+        parts (tags, settings, fork link), recording them as refused: the run and its data
+        are worth more than the parts the server would not take."""
         try:
-            details = self.client.run_details(int(answer["runId"]))
+            return self._opening(row, "create", self.client.create_run, body)
+        except RejectedError as exc:
+            parts = {part: keys for part, keys in _OPTIONAL_PARTS.items()
+                     if any(k in body for k in keys)}
+            if not parts or exc.code is None:
+                raise
+            dropped = {k for keys in parts.values() for k in keys}
+            answer = self._opening(row, "create", self.client.create_run,
+                                   {k: v for k, v in body.items() if k not in dropped})
+            what = ", ".join(parts)
+            journal.reject_part(self.j, ev, ",".join(parts), code=exc.code, reason=(
+                f"the server refused the create with its {what} ({exc.describe()}); the run "
+                f"was created without them"))
+            log.warning("run %s/%s: the server refused its %s at create (%s); created without "
+                        "them, recorded as rejected", row.project, row.name or row.run_id, what,
+                        exc.describe())
+            return answer
+
+    def _attach(self, ctx: RunCtx, ev: journal.Event) -> None:
+        """Open a run this journal only attached to (an eval job: resume=True, close()):
+        resume it by externalId, never create it; until the journal that started it has
+        created it, wait (the run's name and first config are that journal's to give)."""
+        from syncd.replayer import Hold
+
+        row = ctx.row
+        body = {"externalId": row.run_id, "projectName": row.project}
+        try:
+            answer = self._opening(row, "resume", self.client.resume_run, body)
+        except RejectedError as exc:
+            if exc.code != 404:
+                self._open_refused(ctx, ev, exc)
+                return
+            raise Hold(f"waiting for run {row.run_id!r} to be created on the server by the "
+                       "journal that started it: this journal only attached to it "
+                       "(init(resume=True), then close()); deliver that journal too",
+                       creator=True) from None
+        p = ev.data() or {}
+        if p.get("config"):
+            try:
+                self.client.update_config(int(answer["runId"]), json.dumps(p["config"]))
+            except RejectedError as exc:
+                self._part_refused(ctx, ev, "config", exc)
+        self._opened(ctx, ev, answer, "attached to")
+
+    def _ours_to_join(self, row: journal.RunRow, answer: dict[str, Any]) -> bool:
+        """Whether the existing server run is this journal's to join although it did not ask
+        to resume: created from this journal (or a copy of it), or by a journal that was only
+        attaching to it (a rank or an eval job delivered before the run's own journal)."""
+        try:
+            fields = self.client.run_fields(int(answer["runId"]), ("systemMetadata",))
         except RejectedError:
             return False  # cannot tell: the cautious answer is a conflict
-        meta = details.get("systemMetadata")
+        meta = fields.get("systemMetadata")
         if isinstance(meta, str):
             try:
                 meta = json.loads(meta)
             except ValueError:
                 return False
-        return isinstance(meta, dict) and meta.get(ORIGIN_KEY) == _origin(self.j, row)
+        origin = meta.get(ORIGIN_KEY) if isinstance(meta, dict) else None
+        if not isinstance(origin, dict):
+            return False
+        mine = _origin(self.j, row)
+        return origin.get("attach") is True or all(origin.get(k) == v for k, v in mine.items())
 
     def _resume(self, ctx: RunCtx, ev: journal.Event) -> None:
         row = ctx.row
@@ -164,19 +238,37 @@ class Delivery:
                 self.r.ambiguous(row.key, "status", request)
             raise
 
-    def _opened(self, ctx: RunCtx, ev: journal.Event, answer: dict, how: str) -> None:
+    def _opened(self, ctx: RunCtx, ev: journal.Event, answer: dict, how: str,
+                fresh: bool = False) -> None:
+        """The run is open on the server: apply the final-state rule, then acknowledge."""
         fields = {
             "server_id": int(answer["runId"]),
             "display_id": answer.get("displayId"),
             "number": answer.get("number"),
             "url": answer.get("url"),
         }
+        at = journal.lifecycle_time(self.j, ctx.row.key, ev.seq)
+        if fresh:  # a new run: nothing on the server to compare with
+            finalstate.mark_open(self.client, fields["server_id"], at)
+            outcome = "running"
+        else:
+            outcome = finalstate.opened(self.client, fields["server_id"], at)
         first = ctx.server_id is None
-        self.r.acked(ctx, ev.seq, 1, **fields)
+        self.r.acked(ctx, ev.seq, 1, requests=2, **fields)
         ctx.server_id = fields["server_id"]
         if first:
             log.info("run %s: %s on the server as %s %s", ctx.label, how,
                      fields["display_id"] or fields["server_id"], fields["url"] or "")
+        if outcome == "restored":
+            log.info("run %s: its %s at %s is older than the end the server holds; that end "
+                     "was put back", ctx.label, ev.kind, runstate.clock(at / 1000))
+
+    def _part_refused(self, ctx: RunCtx, ev: journal.Event, part: str,
+                      exc: RejectedError) -> None:
+        journal.reject_part(self.j, ev, part, code=exc.code,
+                            reason=f"the server refused the run's {part}: {exc.describe()}")
+        log.warning("run %s: the server refused its %s (%s); recorded, moving on", ctx.label,
+                    part, exc.describe())
 
     def _open_refused(self, ctx: RunCtx, ev: journal.Event, exc: RejectedError) -> None:
         ctx.open_error = f"its {ev.kind} was refused: {exc.describe()}"
@@ -269,12 +361,17 @@ class Delivery:
         if "tags" in kinds:
             self.client.update_tags(sid, list(row.tags))
         if "status" in kinds:
-            # the latest create/resume/status decides: after a resume the run is RUNNING again
-            ev = journal.last_event(self.j, row.key, _LIFECYCLE, before=row.acked_seq + 1)
-            status = (ev.data() or {}).get("status") if ev and ev.kind == "status" else None
-            if status in journal.TERMINAL_STATUSES:
-                if self.client.run_details(sid).get("status") != status:
-                    self._status(ctx, ev, ev.data() or {})
+            # the run's latest status change in this journal, under the final-state rule
+            ev = journal.last_event(self.j, row.key, journal.LIFECYCLE_KINDS,
+                                    before=row.acked_seq + 1)
+            if ev is not None:
+                at = journal.lifecycle_time(self.j, row.key, ev.seq)
+                status = (ev.data() or {}).get("status") if ev.kind == "status" else None
+                if status in journal.TERMINAL_STATUSES:
+                    finalstate.end(self.client, sid, status, (ev.data() or {}).get("metadata"),
+                                   at)
+                elif ev.kind in _OPENERS:
+                    finalstate.opened(self.client, sid, at)
         log.info("run %s: final state re-asserted after an unanswered request", ctx.label)
 
     def _status(self, ctx: RunCtx, ev: journal.Event, payload: dict) -> int:
@@ -282,28 +379,21 @@ class Delivery:
         assert sid is not None
         status = payload.get("status")
         metadata = payload.get("metadata")
-        sent = 1
-        if status in journal.TERMINAL_STATUSES and status != "FAILED":
-            sent += 1
-            if self.client.run_details(sid).get("status") == "FAILED" and self._reaped(ctx, ev):
-                # The reaper marked it FAILED during an outage; a lower severity would be
-                # ignored, so reopen it and land the real status at its real time.
-                self.client.update_status(sid, "RUNNING", at_ms=ev.time)
-                sent += 1
-                log.info("run %s: the server had marked it FAILED (no heartbeat while offline); "
-                         "restoring its journaled status %s", ctx.label, status)
-        self.client.update_status(
-            sid, status, metadata=None if metadata is None else json.dumps(metadata),
-            at_ms=ev.time,
-        )
-        if status in journal.TERMINAL_STATUSES:
+        if status not in journal.TERMINAL_STATUSES:  # not journaled by our SDK; sent as is
+            self.client.update_status(
+                sid, str(status), metadata=None if metadata is None else json.dumps(metadata),
+                at_ms=ev.time)
+            return 1
+        at = journal.lifecycle_time(self.j, ctx.row.key, ev.seq)
+        outcome = finalstate.end(self.client, sid, status,
+                                 metadata if isinstance(metadata, dict) else None, at)
+        if outcome == "superseded":
+            log.info("run %s: its %s at %s is older than a status change the server already "
+                     "holds from another journal; left as is", ctx.label, status,
+                     runstate.clock(at / 1000))
+        else:
             log.info("run %s: delivered, status %s", ctx.label, status)
-        return sent
-
-    def _reaped(self, ctx: RunCtx, ev: journal.Event) -> bool:
-        """Whether the server's FAILED came from its reaper rather than from this journal."""
-        last = journal.last_event(self.j, ctx.row.key, _LIFECYCLE, before=ev.seq)
-        return not (last and last.kind == "status" and (last.data() or {}).get("status") == "FAILED")
+        return 2
 
     # ------------------------------------------------------------------ NDJSON ingest
     def _ingest(self, ctx: RunCtx, events: list[journal.Event]) -> None:

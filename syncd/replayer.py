@@ -28,8 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pluto_offline import journal
-from syncd import retry, runstate
-from syncd.client import AuthError, ClientError, PlutoClient, TransientError
+from syncd import finalstate, retry, runstate
+from syncd.client import AuthError, ClientError, PlutoClient, RejectedError, TransientError
 
 log = logging.getLogger("plutosync")
 
@@ -40,18 +40,23 @@ REASSERT_HOLD = ("its final config/tags/status are to be sent again: a request g
                  "and may still land late")
 RUN_SLICE_S = 0.5  # a run's turn in a pass, so one backlog cannot starve a live run
 QUIET_S = 60.0  # the same trouble is logged at most once a minute
+CREATOR_POLL_MAX_S = 30.0  # a run waiting for another journal to create it asks this often
 
 
 class Hold(Exception):
     """The run cannot go on now, through no error: waiting for its fork parent, or a conflict.
 
-    ``stuck`` means it will not go on without a person (a conflict, or a parent in conflict).
+    ``stuck`` means it will not go on without a person (a conflict, or a parent in conflict);
+    ``creator`` that it waits for another journal (the one that started the run) to create
+    the run on the server: tried again with backoff, and given up by one-shot deliveries
+    once nothing else they deliver could be that journal (:attr:`Replayer.wait_for_creators`).
     """
 
-    def __init__(self, reason: str, *, stuck: bool = False) -> None:
+    def __init__(self, reason: str, *, stuck: bool = False, creator: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.stuck = stuck
+        self.creator = creator
 
 
 @dataclass
@@ -81,6 +86,7 @@ class _Sched:
     due: float = 0.0  # monotonic time of the next try
     hold: str | None = None  # why the run waits (shown once in the log and in status)
     stuck: bool = False
+    creator: bool = False  # waits for another journal to create the run
 
 
 @dataclass
@@ -152,6 +158,10 @@ class Replayer:
     _auth: _Gate = field(default_factory=_Gate)
     _warned: tuple[object, float] = (None, 0.0)  # (kind of trouble, when) last logged
     _paused_at: float = 0.0
+    # Whether a run waiting for another journal to create it is still worth waiting for: a
+    # service waits (None); a one-shot delivery says until when (push: while other journals
+    # of the same push are still being delivered).
+    wait_for_creators: Callable[[], bool] | None = None
 
     def __post_init__(self) -> None:
         from syncd.delivery import Delivery  # the per-event requests
@@ -175,8 +185,11 @@ class Replayer:
     def outstanding(self) -> list[journal.RunRow]:
         """Runs with pending events that can still be delivered without a person's help, and
         runs whose final state is still to be re-asserted."""
+        patient = self.wait_for_creators is None or self.wait_for_creators()
+
         def movable(r: journal.RunRow) -> bool:
-            return not r.conflict and not self._sched.get(r.key, _Sched()).stuck
+            sched = self._sched.get(r.key, _Sched())
+            return not r.conflict and not sched.stuck and (patient or not sched.creator)
 
         rows = [r for r in journal.runs_with_pending(self.j) if movable(r)]
         keys = {r.key for r in rows}
@@ -226,7 +239,8 @@ class Replayer:
                 journal.clear_reassert(self.j, row.key)
                 continue
             try:
-                self.delivery.reassert(RunCtx(row, row.server_id, row.acked_seq), kinds)
+                with finalstate.run_lock(row.project, row.run_id):
+                    self.delivery.reassert(RunCtx(row, row.server_id, row.acked_seq), kinds)
             except (TransientError, AuthError) as exc:
                 log.warning("run %s/%s: could not re-assert its final state%s: %s",
                             row.project, row.name or row.run_id,
@@ -287,7 +301,10 @@ class Replayer:
             if hold.reason != sched.hold:
                 log.info("run %s: %s", ctx.label, hold.reason)
                 journal.record_error(self.j, row.key, hold.reason)
-            sched.hold, sched.stuck = hold.reason, hold.stuck
+            sched.hold, sched.stuck, sched.creator = hold.reason, hold.stuck, hold.creator
+            if hold.creator:  # asked the server: ask again later, not on every pass
+                sched.attempts += 1
+                sched.due = time.monotonic() + min(CREATOR_POLL_MAX_S, 0.5 * 2 ** sched.attempts)
             return
         except TransientError as exc:
             self._transient(ctx, sched, exc)
@@ -295,7 +312,14 @@ class Replayer:
         except AuthError as exc:
             self._auth_refused(ctx, exc)
             return
-        sched.hold, sched.stuck = None, False
+        except RejectedError as exc:  # a refusal no sender placed on an event
+            self._failed(ctx, sched, f"the server refused a request: {exc.describe()}")
+            return
+        except Exception as exc:  # noqa: BLE001 - one run's trouble must not stop the others
+            log.exception("run %s: unexpected error while delivering", ctx.label)
+            self._failed(ctx, sched, f"unexpected error: {type(exc).__name__}: {exc}")
+            return
+        sched.hold, sched.stuck, sched.creator = None, False, False
 
     def _transient(self, ctx: RunCtx, sched: _Sched, exc: TransientError) -> None:
         # No answer at all is the server's trouble, not the run's: pause every run.
@@ -313,6 +337,14 @@ class Replayer:
             log.warning("delivery paused: %s; retrying with backoff, nothing is lost",
                         exc.describe())
             self._warned = (kind, now)
+
+    def _failed(self, ctx: RunCtx, sched: _Sched, reason: str) -> None:
+        """Something neither transient nor an event's refusal went wrong with this run: keep
+        its events, note why (plutosync status), and try the run again later, slowly."""
+        sched.attempts += 1
+        delay = min(retry.BACKOFF_CAP_S, 2.0 ** sched.attempts)
+        sched.due = time.monotonic() + delay
+        journal.record_error(self.j, ctx.row.key, reason[:500], next_try=time.time() + delay)
 
     def _auth_refused(self, ctx: RunCtx, exc: AuthError) -> None:
         self._auth.attempts += 1

@@ -16,6 +16,7 @@ and ``rejected``. Each side only reads the other's tables.
 """
 
 from pluto_offline.journal.delivery import (  # noqa: F401
+    LIFECYCLE_KINDS,
     _ensure_delivery,
     ack,
     all_runs,
@@ -23,14 +24,17 @@ from pluto_offline.journal.delivery import (  # noqa: F401
     event_counts,
     last_event,
     last_lifecycle,
+    lifecycle_time,
     live_writer_ids,
     mark_sent,
+    only_attached,
     pending_events,
     prunable,
     prune,
     record_error,
     recover,
     reject,
+    reject_part,
     rejected_events,
     runs_to_reassert,
     runs_with_pending,

@@ -84,6 +84,49 @@ def last_event(j: Journal, run: int, kinds: Iterable[str], *, before: int) -> Ev
     return Event(*row) if row else None
 
 
+LIFECYCLE_KINDS = ("create", "resume", "status")  # the events that change a run's status
+
+
+def lifecycle_time(j: Journal, run: int, seq: int) -> int:
+    """The time (epoch ms) the status change of event ``seq`` counts as happening.
+
+    Its journaled time, but never earlier than an earlier status change of the run in this
+    journal: within one journal, call order is the order (a clock stepped back between a job
+    and its resume must not make the resume older than the end it follows).
+    """
+    row = j.conn.execute(
+        "SELECT max(time) FROM events WHERE run = ? AND seq <= ? AND kind IN "
+        "('create', 'resume', 'status')", (run, seq)).fetchone()
+    return int(row[0] or 0)
+
+
+def only_attached(j: Journal, run: int) -> bool:
+    """Whether this journal only attached to the run: every writer ended by ``close()``
+    (none alive, none ended it, none killed) and no status journaled. Such a journal (an eval
+    job) must not create the run on the server: the journal that started it names it."""
+    rows = j.conn.execute("SELECT id, ended_how FROM writers WHERE run = ?", (run,)).fetchall()
+    if not rows or any(how != "closed" for _, how in rows):
+        return False
+    if j.conn.execute("SELECT 1 FROM events WHERE run = ? AND kind = 'status' LIMIT 1",
+                      (run,)).fetchone():
+        return False
+    return not ({w for w, _ in rows} & live_writer_ids(j))
+
+
+def reject_part(j: Journal, event: Event, part: str, *, code: int | None, reason: str) -> None:
+    """Record that the server refused ``part`` of an event (a create's config or tags) while
+    the rest of it was delivered; the event itself is acknowledged as usual. Several parts
+    of one event share its row (kinds joined by ``,``, reasons by ``; ``)."""
+    with j.transaction():
+        _ensure_delivery(j, event.run)
+        j.conn.execute(
+            "INSERT INTO rejected (seq, run, kind, code, reason, at) VALUES (?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (seq) DO UPDATE SET kind = kind || ',' || excluded.kind, "
+            "reason = reason || '; ' || excluded.reason",
+            (event.seq, event.run, part, code, reason, now_ms()),
+        )
+
+
 def _ensure_delivery(j: Journal, run: int) -> None:
     j.conn.execute("INSERT OR IGNORE INTO delivery (run) VALUES (?)", (run,))
 

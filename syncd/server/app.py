@@ -17,6 +17,7 @@ from urllib.parse import unquote
 
 from syncd.server import faults as faults_mod
 from syncd.server import ndjson
+from syncd.server import validate as v
 from syncd.server.db import Database
 from syncd.server.errors import HttpError, api_error, ingest_error, validation_error
 from syncd.server.reads import Reads
@@ -50,7 +51,7 @@ class Request:
         if not self.headers.get("Content-Type", "").lower().startswith("application/json"):
             return {}
         try:
-            data = json.loads(self.body or b"null")
+            data = v.loads(self.body or b"null")
         except ValueError:
             raise api_error(400, "Malformed JSON in request body") from None
         if not isinstance(data, dict):

@@ -249,6 +249,9 @@ class Runs:
                 )
             if status == "RUNNING":
                 self._set_running(conn, run_id, at)
+                if metadata is not None:  # stored as given, like a terminal status's
+                    conn.execute("UPDATE runs SET status_metadata=? WHERE id=?",
+                                 (_dumps(metadata), run_id))
             elif SEVERITY[status] >= SEVERITY.get(current, 0):
                 conn.execute(
                     "UPDATE runs SET status=?, status_metadata=?, status_updated=?, updated_at=?"
@@ -261,7 +264,7 @@ class Runs:
         run_id = v.req_int(body, "runId")
         text = v.req_str(body, "config")
         try:
-            delta = json.loads(text)
+            delta = v.loads(text)
         except ValueError:
             raise api_error(400, "Invalid config JSON") from None
         if not isinstance(delta, dict):

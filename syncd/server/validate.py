@@ -89,6 +89,16 @@ def check_tags(tags: list[str]) -> list[str]:
     return tags
 
 
+def _no_constant(token: str) -> Any:
+    raise ValueError(f"{token} is not JSON")
+
+
+def loads(text: str | bytes) -> Any:
+    """``json.loads`` as strict as the real api's ``JSON.parse``: bare ``NaN``,
+    ``Infinity`` and ``-Infinity`` are refused (only the ingest service takes them)."""
+    return json.loads(text, parse_constant=_no_constant)
+
+
 def json_text(body: dict, field: str, error: str) -> Any:
     """Parse an optional JSON-text field; ``None`` when absent, 400 ``error`` when unparsable."""
     value = body.get(field)
@@ -97,7 +107,7 @@ def json_text(body: dict, field: str, error: str) -> Any:
     if not isinstance(value, str):
         raise validation_error(field, "Expected string")
     try:
-        return json.loads(value)
+        return loads(value)
     except ValueError:
         raise api_error(400, error) from None
 

@@ -137,7 +137,7 @@ def test_a_terminal_status_lands_after_the_reaper_marked_the_run_failed(tmp_path
     server = LocalServer(tmp_path / "srv", reaper=(0.2, 0.2)).start()
     try:
         jb = JournalBuilder(tmp_path / "j")
-        key = jb.run("long-offline")
+        key = jb.run("long-offline", created_at=T0 - 60_000)
         jb.metrics(key, range(10))
         assert drain(replayer_for(jb.path, server), deadline=None)
         time.sleep(0.3)  # no heartbeat meanwhile (the network was down, say)
@@ -152,10 +152,28 @@ def test_a_terminal_status_lands_after_the_reaper_marked_the_run_failed(tmp_path
         server.stop()
 
 
-def test_a_journaled_failure_is_not_mistaken_for_the_reaper(tmp_path, pluto_server):
+def test_the_latest_end_wins_even_below_the_servers_severity(tmp_path, pluto_server):
+    # docs/delivery.md: the latest status change by time decides, not the server's severity
+    # order (a rank that failed, then another that finished later: COMPLETED)
     jb = JournalBuilder(tmp_path / "j")
-    key = jb.run("failed-then-completed")
-    jb.status(key, "FAILED")
-    jb.status(key, "COMPLETED")  # lower severity: the server keeps FAILED, as it should
+    key = jb.run("failed-then-completed", created_at=T0)
+    jb.status(key, "FAILED", time=T0 + 1_000)
+    jb.status(key, "COMPLETED", time=T0 + 2_000)
     assert drain(replayer_for(jb.path, pluto_server), deadline=None)
-    assert pluto_server.get_run(jb.delivery(key).server_id)["status"] == "FAILED"
+    run = pluto_server.get_run(jb.delivery(key).server_id)
+    assert run["status"] == "COMPLETED"
+    assert run["statusMetadata"]["plutoOffline"] == {"time": T0 + 2_000, "status": "COMPLETED"}
+
+
+def test_an_earlier_end_delivered_last_does_not_undo_the_later_one(tmp_path, pluto_server):
+    first, second = JournalBuilder(tmp_path / "a"), JournalBuilder(tmp_path / "b")
+    k1 = first.run("shared", created_at=T0)
+    first.status(k1, "FAILED", time=T0 + 1_000)
+    k2 = second.run("shared", created_at=T0 + 2_000, resume_ok=True)
+    second.status(k2, "COMPLETED", time=T0 + 3_000)
+    assert drain(replayer_for(second.path, pluto_server), deadline=None)
+    assert drain(replayer_for(first.path, pluto_server), deadline=None)
+    run = pluto_server.get_run(second.delivery(k2).server_id)
+    assert first.delivery(k1).server_id == run["id"]
+    assert run["status"] == "COMPLETED"
+    assert not first.rejected() and not second.rejected()

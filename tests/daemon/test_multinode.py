@@ -6,8 +6,6 @@ finds the run already on the server, which is intended, not a conflict.
 
 from __future__ import annotations
 
-import pytest
-
 from tests.daemon.test_sdk_jobs import drain, finished, job, server_run, steps
 
 NODE = """
@@ -44,10 +42,7 @@ def test_nodes_sharing_pluto_run_id_deliver_into_one_run(tmp_path, pluto_server)
     assert deliver_nodes(tmp_path, pluto_server, ALL_FINISH="1")["status"] == "COMPLETED"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known limit: a node that attached while the run was live and only close()d, delivered "
-    "after the finishing node, reopens the run (the server's create/resume sets a finished run "
-    "RUNNING, and the contract has no read by externalId to restore it)"))
+# once the known limit of an earlier version: the closing nodes only attach (docs/delivery.md)
 def test_a_closing_node_delivered_after_the_finishing_node_leaves_the_run_completed(
         tmp_path, pluto_server):
     assert deliver_nodes(tmp_path, pluto_server)["status"] == "COMPLETED"

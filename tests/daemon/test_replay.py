@@ -68,7 +68,8 @@ def test_close_sends_nothing_and_the_run_stays_running(tmp_path, pluto_server):
     jb.event(key, "close")
     assert drain(replayer_for(jb.path, pluto_server), deadline=None)
     assert pluto_server.get_run(jb.delivery(key).server_id)["status"] == "RUNNING"
-    assert "/api/runs/status/update" not in pluto_server.request_counts()
+    # the only status request is the open's RUNNING mark (docs/delivery.md): no end
+    assert pluto_server.request_counts()["/api/runs/status/update"] == 1
 
 
 def test_resume_by_display_id_and_by_numeric_id(tmp_path, pluto_server):

@@ -141,7 +141,9 @@ def test_exception_sigterm_and_sigkill_end_runs_as_failed_terminated_and_running
     assert "diverged" in str(crashed["statusMetadata"])
     assert server_run(pluto_server, tmp_path / "j", "t-term")["status"] == "TERMINATED"
     killed = server_run(pluto_server, tmp_path / "j", "t-kill")
-    assert killed["status"] == "RUNNING"  # nothing journaled an end: the reaper's call
+    # nothing journaled an end: once plutosync finds the writer dead, it reports it
+    assert killed["status"] == "FAILED"
+    assert killed["statusMetadata"]["reason"] == "killed"
     assert steps(pluto_server, killed, "x") == list(range(1, 101))
 
 

@@ -73,7 +73,8 @@ print("training goes on", flush=True)
     assert "could not journal its end" in r.stderr  # finish() at exit: logged, not raised
     # the limit is gone with the child: recovery folds every record the spill kept
     assert [m["step"] for m in metric_lines(jdir)] == list(range(1, 202))
-    assert statuses(jdir) == []
+    # its end could not be journaled, so recovery reports the dead writer as killed
+    assert statuses(jdir) == [{"status": "FAILED", "metadata": {"reason": "killed"}}]
 
 
 def test_init_never_opens_a_socket(jdir):
