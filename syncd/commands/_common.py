@@ -1,11 +1,14 @@
-"""Helpers shared by the operator commands (status, export, prune)."""
+"""Helpers shared by the operator commands (status, export, prune, push)."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sqlite3
+import stat
 import sys
+import urllib.parse
+from dataclasses import dataclass
 from pathlib import Path
 
 from pluto_offline import journal
@@ -72,3 +75,114 @@ def human_size(n: int) -> str:
 def is_writable(file: Path) -> bool:
     """Whether we may write the journal (and so fold dead writers' spill files first)."""
     return os.access(file, os.W_OK) and os.access(file.parent, os.W_OK)
+
+
+# --------------------------------------------------------------------------- is it a journal?
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+JOURNAL_TABLES = ("meta", "events", "runs")
+NOT_JOURNAL_SUFFIXES = ("-wal", "-shm", "-journal", ".lock", ".spill", ".spill.new")
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What :func:`probe_journal` found in a file.
+
+    ``kind``: ``journal`` (a pluto-offline journal's schema, of any version: a newer one is
+    refused by :meth:`journal.Journal.open` with its own message), ``missing``, ``empty``
+    (0 bytes, or an SQLite file without tables), ``not-sqlite``, ``foreign`` (an SQLite database
+    without the journal's tables), ``damaged`` (an SQLite header, but SQLite finds the file
+    malformed) or ``unreadable`` (no permission, locked).
+    ``reason`` says what is wrong in words that follow the file's name; ``message`` is the full
+    sentence for a file meant as a journal, with what to do.
+    """
+
+    file: Path
+    kind: str
+    reason: str = ""
+
+    @property
+    def is_journal(self) -> bool:
+        return self.kind == "journal"
+
+    @property
+    def message(self) -> str:
+        f = self.file
+        if self.kind == "missing":
+            return f"no journal at {f}: check the path"
+        if self.kind == "empty":
+            return (f"{f} is {self.reason}: it is not a journal and holds nothing to deliver; "
+                    "nothing was written to it. Delete it or move it aside")
+        if self.kind == "not-sqlite":
+            return (f"journal {f} is damaged or is not a journal ({self.reason}); move it aside "
+                    "and restore it from a backup or an earlier export (plutosync export)")
+        if self.kind == "foreign":
+            return f"{f} is not a pluto-offline journal ({self.reason}); nothing was sent from it"
+        if self.kind == "damaged":
+            return (f"journal {f} is damaged ({self.reason}); move it aside and restore it from "
+                    "a backup or an earlier export (plutosync export)")
+        if self.kind == "unreadable":
+            return (f"journal {f} cannot be read ({self.reason}); check its permissions, or "
+                    "whether another program holds it locked")
+        return f"{f}: {self.reason}" if self.reason else str(f)
+
+
+def probe_journal(file: str | os.PathLike[str]) -> Probe:
+    """Whether ``file`` holds a pluto-offline journal: the ``meta`` table with a
+    ``schema_version``, and the ``events`` and ``runs`` tables.
+
+    Strictly read-only: the file is never created, migrated or written, and no ``-wal`` /
+    ``-shm`` file is left beside a file that had none (SQLite's ``immutable`` mode is used
+    then; with a WAL present, a plain read-only open reads it too).
+    """
+    path = Path(file)
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return Probe(path, "missing", "no such file")
+    except OSError as exc:
+        return Probe(path, "unreadable", exc.strerror or str(exc))
+    if not stat.S_ISREG(st.st_mode):
+        return Probe(path, "not-sqlite", "not a regular file")
+    wal = path.with_name(path.name + "-wal")
+    has_wal = wal.is_file() and wal.stat().st_size > 0
+    if st.st_size == 0 and not has_wal:
+        return Probe(path, "empty", "empty (0 bytes)")
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(len(SQLITE_MAGIC))
+    except OSError as exc:
+        return Probe(path, "unreadable", exc.strerror or str(exc))
+    if st.st_size and head != SQLITE_MAGIC:
+        return Probe(path, "not-sqlite", "its first bytes are not an SQLite header")
+    uri = "file:" + urllib.parse.quote(str(path.absolute())) + "?mode=ro"
+    if not has_wal:
+        uri += "&immutable=1"
+    try:
+        conn = sqlite3.connect(uri, uri=True, timeout=5.0)
+    except sqlite3.DatabaseError as exc:
+        return _sqlite_trouble(path, exc)
+    try:
+        tables = [r[0] for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
+            "ORDER BY name")]
+        if not tables:
+            return Probe(path, "empty", "an empty SQLite database (no tables)")
+        missing = [t for t in JOURNAL_TABLES if t not in tables]
+        if missing:
+            shown = ", ".join(tables[:5]) + (", ..." if len(tables) > 5 else "")
+            return Probe(path, "foreign", f"no {'/'.join(missing)} table; it holds {shown}")
+        row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if row is None or not str(row[0]).strip().isdigit():
+            return Probe(path, "foreign", "its meta table has no schema_version")
+    except sqlite3.DatabaseError as exc:
+        return _sqlite_trouble(path, exc)
+    finally:
+        conn.close()
+    return Probe(path, "journal")
+
+
+def _sqlite_trouble(path: Path, exc: sqlite3.DatabaseError) -> Probe:
+    text = str(exc)
+    damaged = any(w in text for w in ("malformed", "not a database", "corrupt"))
+    return Probe(path, "damaged" if damaged else "unreadable", text)
