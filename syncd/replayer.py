@@ -256,6 +256,15 @@ class Replayer:
             if due <= time.time():
                 journal.clear_reassert(self.j, row.key)
 
+    def waiting_for_creators(self) -> list[int]:
+        """Keys of runs waiting for another journal to create them on the server."""
+        return [k for k, s in self._sched.items() if s.creator]
+
+    def try_now(self, keys: list[int]) -> None:
+        """Try these runs on the next pass, whatever their backoff says."""
+        for key in keys:
+            self._sched.setdefault(key, _Sched()).due = 0.0
+
     def stuck(self) -> list[journal.RunRow]:
         """Runs with pending events held until a person acts (a conflict), with the reason."""
         return [r for r in journal.runs_with_pending(self.j)

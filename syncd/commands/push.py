@@ -16,7 +16,7 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -250,8 +250,12 @@ def _reason(exc: BaseException | str, file: Path) -> str:
 
 
 def push_one(file: Path, settings: settings_mod.Settings, stop: threading.Event,
-             timeout: float | None, progress: Progress | None = None) -> Outcome:
-    """Deliver one journal; never raises: every failure is in the outcome."""
+             timeout: float | None, progress: Progress | None = None,
+             others: Callable[[], bool] | None = None) -> Outcome:
+    """Deliver one journal; never raises: every failure is in the outcome.
+
+    ``others``: whether other journals of this push are still to be delivered; while they
+    are, a run waiting for the journal that starts it (an eval job's) keeps waiting."""
     out = Outcome(file)
     try:
         probe = probe_journal(file)  # read-only: an empty file must not become a journal
@@ -261,7 +265,7 @@ def push_one(file: Path, settings: settings_mod.Settings, stop: threading.Event,
         with JournalLock(file):
             j = journal.Journal.open(file, create=False)
             try:
-                _deliver(j, settings, stop, timeout, progress, out)
+                _deliver(j, settings, stop, timeout, progress, out, others)
             finally:
                 j.close()
     except LockHeldError as exc:
@@ -279,7 +283,8 @@ def push_one(file: Path, settings: settings_mod.Settings, stop: threading.Event,
 
 
 def _deliver(j: journal.Journal, settings: settings_mod.Settings, stop: threading.Event,
-             timeout: float | None, progress: Progress | None, out: Outcome) -> None:
+             timeout: float | None, progress: Progress | None, out: Outcome,
+             others: Callable[[], bool] | None = None) -> None:
     started = journal.now_ms()
     recover(j)
     counts = journal.event_counts(j)
@@ -289,11 +294,16 @@ def _deliver(j: journal.Journal, settings: settings_mod.Settings, stop: threadin
     task = progress.add_task(_short(out.path), total=out.total) if progress else None
     client = PlutoClient(settings)
     replayer = _PushReplayer(j, client, stop=stop)
+    replayer.wait_for_creators = others or (lambda: False)
     if progress is not None and task is not None:
         replayer.on_progress = lambda p: progress.update(task, completed=p.events)
     deadline = None if not timeout else time.monotonic() + timeout
     try:
         drain(replayer, deadline=deadline, give_up_on_auth=True)
+        if replayer.waiting_for_creators() and not stop.is_set():
+            # the other journals are done now: one more look for the runs they may have created
+            replayer.try_now(replayer.waiting_for_creators())
+            drain(replayer, deadline=deadline, give_up_on_auth=True)
         replayer.reassert_now()  # stopped or timed out: what is noted, sent once now
     finally:
         client.close()
@@ -413,11 +423,19 @@ def main(args: argparse.Namespace) -> int:
     timeout = args.timeout or None
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("events"), TimeElapsedColumn())
+    unfinished = set(files)  # a run of one journal may wait for another to create it
+
+    def one(file: Path) -> Outcome:
+        try:
+            return push_one(file, settings, stop, timeout, progress,
+                            others=lambda: bool(unfinished - {file}))
+        finally:
+            unfinished.discard(file)
+
     try:
         with Progress(*columns, console=console, transient=False) as progress:
             with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-                outcomes = list(pool.map(
-                    lambda f: push_one(f, settings, stop, timeout, progress), files))
+                outcomes = list(pool.map(one, files))
     finally:
         signal.signal(signal.SIGINT, previous)
     _summary(console, outcomes)
