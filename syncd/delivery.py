@@ -74,11 +74,14 @@ class Delivery:
     def _create(self, ctx: RunCtx, ev: journal.Event) -> None:
         from syncd.replayer import Hold
 
-        if ctx.server_id is not None:  # a create already delivered (a duplicate event)
-            self.r.acked(ctx, ev.seq, 1, requests=0)
+        row = ctx.row
+        if ctx.server_id is not None:
+            # opened already (an earlier try stopped in the status check that follows an
+            # open, or a duplicate event): only that check is left to do
+            self._opened(ctx, ev, {"runId": ctx.server_id, "displayId": row.display_id,
+                                   "number": row.number, "url": row.url}, "created")
             return
         p = ev.data() or {}
-        row = ctx.row
         attach = bool(p.get("resume"))  # init(resume=True) or PLUTO_RUN_ID: attaching intended
         if attach and journal.only_attached(self.j, row.key):
             self._attach(ctx, ev)
@@ -248,14 +251,16 @@ class Delivery:
             "url": answer.get("url"),
         }
         at = journal.lifecycle_time(self.j, ctx.row.key, ev.seq)
+        first = ctx.server_id is None
+        if first:  # kept before the status check: a retry of the check does not open again
+            journal.ack(self.j, ctx.row.key, ctx.acked, **fields)
+            ctx.server_id = fields["server_id"]
         if fresh:  # a new run: nothing on the server to compare with
             finalstate.mark_open(self.client, fields["server_id"], at)
             outcome = "running"
         else:
             outcome = finalstate.opened(self.client, fields["server_id"], at)
-        first = ctx.server_id is None
-        self.r.acked(ctx, ev.seq, 1, requests=2, **fields)
-        ctx.server_id = fields["server_id"]
+        self.r.acked(ctx, ev.seq, 1, requests=2)
         if first:
             log.info("run %s: %s on the server as %s %s", ctx.label, how,
                      fields["display_id"] or fields["server_id"], fields["url"] or "")
