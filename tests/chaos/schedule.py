@@ -19,7 +19,7 @@ from typing import Any
 ENDS = ("finish", "fail", "exception", "atexit", "sigterm", "close", "sigkill")
 END_STATUS: dict[str, str | None] = {
     "finish": "COMPLETED", "atexit": "COMPLETED", "fail": "FAILED", "exception": "FAILED",
-    "sigterm": "TERMINATED", "close": None, "sigkill": None,
+    "sigterm": "TERMINATED", "close": None, "sigkill": "FAILED",
 }
 SIGNALLED = ("sigterm", "sigkill")  # the runner ends these; the process idles until then
 
