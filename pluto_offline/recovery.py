@@ -151,8 +151,9 @@ KILLED = {"status": "FAILED", "metadata": {"reason": "killed"}}
 
 
 def _report_killed(j: Journal) -> None:
-    """Journal FAILED ``{"reason": "killed"}`` for each run whose last writer died without
-    ending it (SIGKILL, OOM, node loss), at the time of the run's last event.
+    """Journal FAILED ``{"reason": "killed"}`` for each run left unended by a writer that died
+    (SIGKILL, OOM, node loss): no writer alive, one killed, and no end journaled since the
+    run's last open (the others only ``close()``d). Timed at the run's last event.
 
     Without it the server keeps such a run RUNNING until its reaper marks it, and the journal
     would read as delivered. It is an ordinary status event: a later resume (here or in
@@ -162,8 +163,7 @@ def _report_killed(j: Journal) -> None:
     from pluto_offline.journal import append_event
 
     candidates = [r[0] for r in j.conn.execute(
-        "SELECT w.run FROM writers w WHERE w.ended_how = 'killed' AND w.opened_at = "
-        "(SELECT max(opened_at) FROM writers v WHERE v.run = w.run) GROUP BY w.run")]
+        "SELECT DISTINCT run FROM writers WHERE ended_how = 'killed'")]
     if not candidates:
         return
     live = live_writer_ids(j.spill_dir)

@@ -160,6 +160,9 @@ def expected_run(writers: list[Writer], reports: dict[str, list[dict]],
                 states = states | {_apply_status(s, END_STATUS[pending["how"]]) for s in states}
         if end is not None:
             states = {_apply_status(s, END_STATUS[end]) for s in states}
+        elif w.end == "sigkill" and launch.signalled is not None:
+            # no end journaled: plutosync reports the dead writer FAILED {reason: killed}
+            states = {_apply_status(s, "FAILED") for s in states}
     return {"required": required, "allowed": allowed, "configs": configs, "tags": tags,
             "states": states}
 
