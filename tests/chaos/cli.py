@@ -1,4 +1,5 @@
-"""``scripts/chaos``: run schedules ``seed .. seed+N-1``, print figures, exit 1 on a failure."""
+"""``scripts/chaos``: run schedules ``seed .. seed+N-1`` (or the fast set), print figures, exit 1
+on a failure."""
 
 from __future__ import annotations
 
@@ -11,9 +12,15 @@ from pathlib import Path
 
 from tests.chaos.oracle import FAILURES
 from tests.chaos.runner import Result, run_schedule
-from tests.chaos.schedule import build
+from tests.chaos.schedule import build, is_multi
 
-FAST_SEEDS = range(1, 21)  # the CI set: test_chaos.py runs these
+# The CI set (test_chaos.py runs these): the first 20 single-journal seeds, then two quick
+# multi-journal ones: 1119, four DDP ranks on two nodes (one journal pushed afterwards, one
+# delivered live); 1145, four Slurm allocations (SIGTERM, finish, SIGTERM, finish), the first
+# and last journals pushed together after the middle two were delivered live.
+SINGLE_FAST = tuple(s for s in range(1, 100) if not is_multi(s))[:20]
+MULTI_FAST = (1119, 1145)
+FAST_SEEDS = SINGLE_FAST + MULTI_FAST
 
 
 def summarize(results: list[Result], seconds: float) -> dict:
@@ -22,7 +29,8 @@ def summarize(results: list[Result], seconds: float) -> dict:
                    "seconds": round(seconds, 1)}
     for k in FAILURES:
         total[k] = sum(getattr(r.counts, k) for r in results)
-    for k in ("points_checked", "absorbed_duplicates", "runs"):
+    total["multi_journal"] = sum(r.multi for r in results)
+    for k in ("points_checked", "strings_checked", "absorbed_duplicates", "runs"):
         total[k] = sum(getattr(r.counts, k) for r in results)
     total["faults_fired"] = sum(r.faults_fired for r in results)
     chaos: dict[str, int] = {}
@@ -40,16 +48,20 @@ def summarize(results: list[Result], seconds: float) -> dict:
 def line(r: Result) -> str:
     c = r.counts
     bad = " ".join(f"{k}={getattr(c, k)}" for k in FAILURES if getattr(c, k))
+    strings = f"  strings {c.strings_checked:>3}" if r.multi else ""
     return (f"seed {r.seed:>6}  {'ok  ' if r.ok else 'FAIL'}  {r.seconds:5.1f}s  "
             f"drain {'-' if r.drain_seconds is None else f'{r.drain_seconds:.1f}s':>6}  "
-            f"runs {c.runs}  points {c.points_checked:>4}  absorbed {c.absorbed_duplicates:>3}  "
+            f"runs {c.runs}  points {c.points_checked:>4}{strings}  "
+            f"absorbed {c.absorbed_duplicates:>3}  "
             f"faults {r.faults_fired:>2}  {bad or '; '.join(r.notes)}")
 
 
 def table(total: dict) -> str:
-    rows = [("schedules", total["schedules"]), ("failed schedules", total["failed"])]
+    rows = [("schedules", total["schedules"]), ("  of which multi-journal", total["multi_journal"]),
+            ("failed schedules", total["failed"])]
     rows += [(k, total[k]) for k in FAILURES]
     rows += [("runs checked", total["runs"]), ("metric points checked", total["points_checked"]),
+             ("string-series records checked", total["strings_checked"]),
              ("replays absorbed by the server", total["absorbed_duplicates"]),
              ("faults fired", total["faults_fired"])]
     rows += [(k, v) for k, v in total["chaos"].items()]
@@ -61,9 +73,12 @@ def table(total: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="scripts/chaos", description=__doc__)
-    p.add_argument("--schedules", type=int, default=len(FAST_SEEDS), metavar="N")
-    p.add_argument("--seed", type=int, default=FAST_SEEDS[0], metavar="S",
+    p.add_argument("--schedules", type=int, default=None, metavar="N",
+                   help="how many seeds (default 20 with --seed; neither: the fast set)")
+    p.add_argument("--seed", type=int, default=None, metavar="S",
                    help="the first schedule's seed; the others follow (S+1, S+2, ...)")
+    p.add_argument("--only", choices=("single", "multi"), default=None,
+                   help="run only the single-journal or the multi-journal seeds of the range")
     p.add_argument("--workdir", type=Path, default=None,
                    help="keep every schedule's processes' logs and reports here")
     p.add_argument("--discard-failed", action="store_true",
@@ -74,11 +89,18 @@ def main(argv: list[str] | None = None) -> int:
     root = args.workdir or Path(tempfile.mkdtemp(prefix="pluto-chaos-"))
     results: list[Result] = []
     t0 = time.monotonic()
-    for seed in range(args.seed, args.seed + args.schedules):
+    if args.seed is None and args.schedules is None:
+        seeds: list[int] = list(FAST_SEEDS)
+    else:
+        first = 1 if args.seed is None else args.seed
+        seeds = list(range(first, first + (20 if args.schedules is None else args.schedules)))
+    if args.only:
+        seeds = [s for s in seeds if is_multi(s) == (args.only == "multi")]
+    for seed in seeds:
         try:
             r = run_schedule(build(seed), root / f"seed-{seed}")
         except KeyboardInterrupt:  # Ctrl-C: the figures of the schedules that completed
-            print(f"interrupted: {len(results)} of {args.schedules} schedules completed")
+            print(f"interrupted: {len(results)} of {len(seeds)} schedules completed")
             break
         results.append(r)
         print(line(r), flush=True)

@@ -3,22 +3,37 @@
 - ``test_schedule``: the fast fixed set (``FAST_SEEDS``), one test per seed, in CI;
 - ``test_soak``: 200 schedules (``-m slow``; ``scripts/chaos --schedules 200`` prints figures);
 - the oracle's self-tests: planted losses, a planted wrong state, a planted duplicate run and
-  a planted phantom point must each be counted, and a drain that cannot finish is "stuck".
+  a planted phantom point must each be counted, and a drain that cannot finish is "stuck";
+  for multi-journal runs, a planted duplicate string-series record, a status other than the
+  latest by time, a server run under the shared id before the creating journal arrives, a
+  refusal deleted from the journal, a daemon dying, and push outcomes each count.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sqlite3
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from tests.chaos import oracle
-from tests.chaos.cli import FAST_SEEDS, summarize
+from tests.chaos.cli import FAST_SEEDS, MULTI_FAST, summarize
 from tests.chaos.runner import Ctx, Result, run_schedule
-from tests.chaos.schedule import Schedule, Writer, build
+from tests.chaos.schedule import (
+    SCENARIOS,
+    Damage,
+    JournalPlan,
+    Push,
+    Schedule,
+    Writer,
+    build,
+    build_single,
+    is_multi,
+)
 
 SOAK_SEED = 1000  # docs/reliability.md records this range's figures
 MIN_SOAK = 20  # fewer than this in the budget says nothing the fast set does not
@@ -131,6 +146,12 @@ def test_expected_state_of_a_kill_after_an_announced_change() -> None:
                               {"t0": oracle.Launch(started=True, signalled="sigkill")})
     assert exp["configs"] == [{"a": 1}, {"a": 2}]
     assert exp["states"] == {"FAILED"}  # plutosync reports the dead writer: FAILED killed
+    # ... also when an eval job attached to the run close()d after the kill (no end)
+    launches = {"t0": oracle.Launch(started=True, signalled="sigkill", exited_at=10.0),
+                "e0": oracle.Launch(started=True, exited_at=10.2)}
+    exp = oracle.expected_run([_w("t0", "trainer", "sigkill"), _w("e0", "eval", "close")],
+                              {"t0": lines, "e0": lines[:1]}, launches)
+    assert exp["states"] == {"FAILED"}
     assert set(exp["required"]) == {("m", 0)} and exp["allowed"] == {("m", 1)}
 
 
@@ -154,3 +175,183 @@ def test_expected_state_of_a_sigterm_during_a_state_change() -> None:
                               {"t0": oracle.Launch(started=True, signalled="sigterm")})
     assert exp["configs"] == [{"a": 1}, {"a": 1, "b": 2}]
     assert exp["states"] == {"TERMINATED"} and exp["allowed"] == {("m", 1)}
+
+
+# ---------------------------------------------------------------------- multi-journal schedules
+def test_multi_journal_schedules_are_a_third_and_leave_single_ones_alone() -> None:
+    seeds = range(1000, 1200)
+    multi = [s for s in seeds if is_multi(s)]
+    assert 0.25 * len(seeds) < len(multi) < 0.45 * len(seeds)
+    assert {build(s).scenario for s in multi} == set(SCENARIOS)
+    for s in seeds:
+        b = build(s)
+        assert b == build(s)  # pure
+        assert b.multi == is_multi(s)
+        if not b.multi:
+            assert b == build_single(s)
+    for s in FAST_SEEDS:
+        assert build(s).multi == (s in MULTI_FAST)
+
+
+def test_multi_journal_schedules_are_well_formed() -> None:
+    for s in (s for s in range(1000, 1400) if is_multi(s)):
+        b = build(s)
+        shared = [w for w in b.writers if w.run_id == b.shared]
+        assert 2 <= len({w.journal for w in shared}) <= 4 or b.scenario == "export", b.notes
+        assert b.runs()[0] == b.shared
+        pushed = [i for p in b.pushes for i in p.items]
+        assert sorted(pushed) == sorted(
+            [j.name for j in b.journals if j.delivery == "push"] + [x.name for x in b.exports])
+        if b.scenario == "allocs":
+            allocs = [w for w in b.writers if w.role == "alloc"]
+            assert allocs[-1].end == "finish" and all(w.explicit_steps for w in allocs)
+        for d in b.damages:
+            assert any(d.name in p.damaged and d.path.startswith(f"{p.folder}/")
+                       for p in b.pushes)
+
+
+def _alloc(name: str, journal: str, end: str, resume: bool, after: str | None = None,
+           **kw: object) -> Writer:
+    return Writer(name=name, role="alloc", run_id="plant-shared", end=end, steps=12,
+                  names=("train/loss",), interval=0.003, explicit_steps=True,
+                  config={"job": "slurm"}, tags=("slurm",), journal=journal, resume=resume,
+                  after=after, strings=(f"note/{name}",), **kw)  # type: ignore[arg-type]
+
+
+def _quiet_multi(name: str, deliveries: tuple[str, str] = ("push", "push"),
+                 extra: tuple[Writer, ...] = (), pushes: tuple[Push, ...] | None = None,
+                 damages: tuple[Damage, ...] = ()) -> Schedule:
+    """Two allocations one after the other (a0 in j0, a1 in j1 resuming), no faults."""
+    writers = (_alloc("a0", "j0", "finish", False), _alloc("a1", "j1", "finish", True, "a0"))
+    journals = tuple(JournalPlan(j, f"nodes/{j}", d, 1e6 if d == "live" else None)
+                     for j, d in zip(("j0", "j1"), deliveries, strict=True))
+    if pushes is None:
+        pushes = tuple(Push(f"p{i}", (j.name,)) for i, j in enumerate(journals)
+                       if j.delivery == "push")
+    return Schedule(seed=0, project=name, writers=writers + extra, actions=(),
+                    journals=journals, pushes=pushes, damages=damages,
+                    shared="plant-shared", scenario="allocs")
+
+
+def test_oracle_clean_multi_journal_run_counts_nothing(tmp_path: Path) -> None:
+    r = run_schedule(_quiet_multi("mclean"), tmp_path)
+    assert r.ok, _explain(r)
+    assert r.counts.points_checked == 24 and r.counts.strings_checked == 6
+
+
+def _tamper_shared(ctx: Ctx) -> None:
+    s = ctx.server
+    run = next(r for r in s.list_runs(ctx.schedule.project) if r["externalId"] == "plant-shared")
+    # a status other than the latest by time (a1's finish): TERMINATED outranks COMPLETED
+    assert s.request("POST", "/api/runs/status/update",
+                     json={"runId": run["id"], "status": "TERMINATED"}).ok
+    line = {"time": 1, "step": 0, "data": "note/a0@0", "dataType": "string-series",
+            "logName": "note/a0"}
+    assert s.ingest("data", run["id"], ctx.schedule.project, [line]).ok  # a record twice
+    assert s.ingest("data", run["id"], ctx.schedule.project,
+                    [{**line, "data": "never logged", "step": 1}]).ok
+
+
+def test_oracle_counts_planted_multi_journal_faults(tmp_path: Path) -> None:
+    r = run_schedule(_quiet_multi("mplant"), tmp_path, after_drain=_tamper_shared)
+    c = r.counts
+    assert (c.wrong_state, c.dup_data, c.phantom) == (1, 1, 1), c.details
+    why = next(d for d in c.details if d.startswith("wrong_state"))
+    assert "expected COMPLETED" in why and "a1 in j1: finish()" in why, why
+
+
+def test_oracle_counts_a_run_created_by_someone_else_first(tmp_path: Path) -> None:
+    # both journals delivered live, their daemons held off until the drain; by then the server
+    # holds another run under the shared id: a conflict, whatever the daemons do
+    def intruder(ctx: Ctx) -> None:
+        ctx.server.create_run(ctx.schedule.project, "intruder", externalId="plant-shared")
+
+    r = run_schedule(_quiet_multi("mconf", ("live", "live")), tmp_path,
+                     before_drain=intruder, drain_timeout=8.0)
+    assert r.counts.conflict >= 1, r.counts.details
+    assert any("named 'intruder'" in d for d in r.counts.details), r.counts.details
+
+
+def test_oracle_counts_a_refusal_not_recorded(tmp_path: Path) -> None:
+    bad = Writer(name="b0", role="trainer", run_id="plant-bad0", end="finish", steps=5,
+                 names=("train/loss",), interval=0.003, journal="j0", bad="config_str")
+
+    def forget(ctx: Ctx) -> None:
+        conn = sqlite3.connect(ctx.journals["j0"] / "journal.db")
+        with conn:
+            conn.execute("DELETE FROM rejected")
+        conn.close()
+
+    r = run_schedule(_quiet_multi("mrej", ("live", "live"), extra=(bad,)), tmp_path,
+                     after_drain=forget, drain_timeout=8.0)
+    assert r.counts.unrecorded == 1, r.counts.details
+    assert any("init(config='lr=0.1')" in d for d in r.counts.details if "unrecorded" in d)
+
+
+def test_oracle_counts_a_daemon_that_dies(tmp_path: Path) -> None:
+    def die(ctx: Ctx) -> None:  # not through DaemonProc.kill: as if it crashed
+        d = ctx.daemons["j0"]
+        d.start()
+        assert d.proc is not None
+        d.proc.send_signal(signal.SIGKILL)
+        d.proc.wait(10)
+
+    r = run_schedule(_quiet_multi("mdie", ("live", "push")), tmp_path, before_drain=die)
+    assert r.counts.daemon_exits == 1, r.counts.details
+    assert "exited -9 by itself" in r.counts.details[0]
+
+
+def test_oracle_checks_push_outcomes() -> None:
+    s = _quiet_multi("x", pushes=(Push("p0", ("j0",), "push-0", damaged=("bad-empty",)),
+                                  Push("p1", ("j1",)), Push("p2", ("j1",))))
+    crash = "Traceback (most recent call last):\n  File \"x\"\nValueError: boom\n"
+    logged = "  ERROR  unexpected\n    Traceback (most recent call last):\n  boom\neverything"
+    delivery = oracle.Delivery(pushes=[
+        oracle.PushOutcome("p0", ("j0",), "push-0", ("bad-empty",), True, 0, "all good"),
+        oracle.PushOutcome("p1", ("j1",), None, (), True, 1, crash,
+                           left={"j1": "3 events of plant-shared pending"}),
+    ])
+    c = oracle.Counts()
+    oracle._check_pushes(c, s, {}, delivery, {})
+    text = "\n".join(c.details)
+    assert c.push_errors == 6, text  # p0: exit 0, bad-empty not named; p1: crash, exit 1,
+    assert "expected 1 (the damaged bad-empty)" in text  # left j1; p2: never ran
+    assert "does not name the damaged journal bad-empty" in text
+    assert "traceback: ValueError: boom" in text and "p2 (j1) never ran" in text
+    assert not oracle.crashed(logged) and oracle.crashed(crash)
+
+
+def _lines(*ops: tuple) -> list[dict]:
+    return [{"op": op, "t": t, **kw} for op, t, kw in ops]
+
+
+def test_expected_status_is_the_latest_by_time_across_journals() -> None:
+    a0 = _alloc("a0", "j0", "sigterm", False, signal_after=0.1)
+    a1 = _alloc("a1", "j1", "finish", True, "a0")
+    s = replace(_quiet_multi("t"), writers=(a0, a1))
+    init = {"step": 0, "config": {}, "tags": []}
+    reports = {
+        "a0": _lines(("start", 10.0, {}), ("init", 10.1, init), ("log", 10.2, {"step": 0}),
+                     ("end", 10.6, {"how": "sigterm"})),
+        "a1": _lines(("start", 11.0, {}), ("init", 11.1, init), ("log", 11.2, {"step": 1}),
+                     ("will", 11.3, {"kind": "end", "how": "finish"}),
+                     ("end", 11.4, {"how": "finish"})),
+    }
+    launches = {"a0": oracle.Launch(started=True, signalled="sigterm", signalled_at=10.5,
+                                    exited_at=10.7),
+                "a1": oracle.Launch(started=True, exited_at=11.5, first_step=1)}
+    exp = oracle.expected_multi(s, "plant-shared", reports, launches)
+    assert exp["states"] == {"COMPLETED"}, exp["events"]
+    assert exp["names"] == ["a0"]  # a1 resumed: the run keeps the creating journal's name
+    # the later allocation SIGKILLed instead: FAILED, reason killed, at its last event
+    reports["a1"] = reports["a1"][:3]
+    launches["a1"] = oracle.Launch(started=True, signalled="sigkill", signalled_at=11.6,
+                                   exited_at=11.7, first_step=1)
+    exp = oracle.expected_multi(s, "plant-shared", reports, launches)
+    assert exp["states"] == {"FAILED"} and exp["winners"][0].killed
+    # ... killed so soon after its init that either may be the later event: both accepted
+    reports["a1"] = reports["a1"][:2]
+    launches["a1"] = oracle.Launch(started=True, signalled="sigkill", signalled_at=11.12,
+                                   exited_at=11.2, first_step=1)
+    exp = oracle.expected_multi(s, "plant-shared", reports, launches)
+    assert exp["states"] == {"FAILED", "RUNNING"}

@@ -4,10 +4,19 @@
 
 The spec is a :class:`tests.chaos.schedule.Writer` as JSON plus ``dir``, ``project``,
 ``report`` (the append-only report file) and, set by the runner at launch, ``run_ref`` (what to
-pass as ``run_id``) and ``fork_step``. Every call is reported on its own line **after it
-returned** (state changes also once before, as ``will``: a process killed in between may or
-may not have journaled it). Lines are written with one ``os.write`` on an ``O_APPEND`` file, so
-a signal never leaves half a line. Runs as a plain script: it needs only ``pluto_offline``.
+pass as ``run_id``), ``fork_step`` and ``first_step``. Every call is reported on its own line
+**after it returned** (state changes also once before, as ``will``: a process killed in
+between may or may not have journaled it; ``start`` comes just before ``init()``). Lines are
+written with one ``os.write`` on an ``O_APPEND`` file, so a signal never leaves half a line.
+Runs as a plain script: it needs only ``pluto_offline``.
+
+Roles: ``trainer`` / ``fork`` create their run; ``eval`` / ``resume`` reattach
+(``resume=True``); ``rank`` calls ``init(run_id=os.environ.get("PLUTO_RUN_ID"))`` (the stock
+SDK's multi-rank pattern); ``alloc`` calls ``init(run_id=..., resume=<spec>)``. A writer with
+``strings`` also logs string-series values (:func:`text`) every ``STRING_EVERY`` steps. A
+writer with ``bad`` passes a config the server refuses (``"lr=0.1"``) or a huge one
+(:func:`huge_config`); if ``init()`` itself refuses it, that is reported (``refused``) and the
+process exits 0.
 """
 
 from __future__ import annotations
@@ -27,9 +36,28 @@ def report(op: str, **fields: Any) -> None:
     os.write(_FD, (json.dumps({"op": op, "t": time.time(), **fields}) + "\n").encode())
 
 
+STRING_EVERY = 4  # a writer with strings logs them on every 4th log() call
+BAD_CONFIG = "lr=0.1"  # a config the server refuses: JSON text, but not an object
+
+
 def value(name: str, step: int) -> float:
     """The value every writer logs for (name, step): the oracle recomputes it."""
     return ((zlib.crc32(name.encode()) + step * 7919) % 100_003) / 7.0
+
+
+def text(name: str, step: int) -> str:
+    """The string-series value every writer logs for (name, step)."""
+    return f"{name}@{step}"
+
+
+def huge_config() -> dict:
+    """A ~9 MB config: more than the daemon's 8 MiB cap on a server answer."""
+    return {"huge": True, "blob": {f"k{i:05d}": "x" * 1000 for i in range(9000)}}
+
+
+def string_step(index: int) -> bool:
+    """Whether the ``index``-th log() call of a writer with strings also logs them."""
+    return index % STRING_EVERY == 0
 
 
 def _on_sigterm(signum: int, frame: object) -> None:
@@ -61,27 +89,50 @@ def main(spec_path: str) -> int:
     import pluto_offline as pluto
 
     kwargs: dict[str, Any] = {"dir": spec["dir"], "project": spec["project"],
-                              "name": spec["name"], "settings": {"autostart": False}}
+                              "name": spec.get("run_name") or spec["name"],
+                              "settings": {"autostart": False}}
     role = spec["role"]
+    config = spec["config"]
+    if spec.get("bad") == "config_str":
+        config = BAD_CONFIG
+    elif spec.get("bad") == "huge_config":
+        config = huge_config()
     if role == "trainer":
-        kwargs.update(run_id=spec["run_id"], config=spec["config"], tags=list(spec["tags"]))
+        kwargs.update(run_id=spec["run_id"], config=config, tags=list(spec["tags"]))
     elif role == "fork":
-        kwargs.update(run_id=spec["run_id"], config=spec["config"], tags=list(spec["tags"]),
+        kwargs.update(run_id=spec["run_id"], config=config, tags=list(spec["tags"]),
                       fork_run_id=spec["parent"], fork_step=spec["fork_step"])
+    elif role == "rank":  # PLUTO_RUN_ID is in the environment (the runner set it)
+        kwargs.update(run_id=os.environ.get("PLUTO_RUN_ID"), config=config,
+                      tags=list(spec["tags"]))
+    elif role == "alloc":
+        kwargs.update(run_id=spec["run_id"], config=config, tags=list(spec["tags"]),
+                      resume=bool(spec.get("resume")))
     else:  # eval / resume: reattach to an existing run
         kwargs.update(run_id=spec.get("run_ref") or spec["run_id"], resume=True)
-    run = pluto.init(**kwargs)
-    report("init", step=run.step, config=run.config, tags=list(run.tags), run_id=run.run_id,
-           pid=os.getpid())
+    report("start")
+    try:
+        run = pluto.init(**kwargs)
+    except (TypeError, ValueError) as exc:
+        if not spec.get("bad"):
+            raise
+        report("refused", error=f"{type(exc).__name__}: {exc}")  # the SDK said no: fine
+        return 0
+    report("init", step=run.step, config=run.config if not spec.get("bad") else None,
+           tags=list(run.tags), run_id=run.run_id, pid=os.getpid())
     ops = {}
     for op in spec["ops"]:
         ops.setdefault(op["index"], []).append(op)
     names = spec["names"]
+    strings = spec.get("strings") or ()
     for i in range(spec["steps"]):
         for op in ops.get(i, ()):
             _state_change(run, op)
         step = spec["first_step"] + i if spec["explicit_steps"] else run.step + 1
-        run.log({n: value(n, step) for n in names}, step=step if spec["explicit_steps"] else None)
+        data: dict[str, Any] = {n: value(n, step) for n in names}
+        if strings and string_step(i):
+            data.update((n, text(n, step)) for n in strings)
+        run.log(data, step=step if spec["explicit_steps"] else None)
         if run.step != step:
             report("bug", what=f"log() put step {run.step}, expected {step}")
         report("log", step=step)
