@@ -72,7 +72,8 @@ def pending_events(j: Journal, run: int, *, after: int, limit: int = 1000) -> li
 def last_event(j: Journal, run: int, kinds: Iterable[str], *, before: int) -> Event | None:
     """The run's latest event of one of ``kinds`` with ``seq < before``, or None.
 
-    The daemon uses it to tell a FAILED set by the server's reaper from one the journal sent.
+    The daemon uses it to find the run's latest status change (``LIFECYCLE_KINDS``) when it
+    re-asserts the run's final state.
     """
     kinds = list(kinds)
     marks = ",".join("?" * len(kinds))
@@ -94,9 +95,10 @@ def lifecycle_time(j: Journal, run: int, seq: int) -> int:
     journal: within one journal, call order is the order (a clock stepped back between a job
     and its resume must not make the resume older than the end it follows).
     """
+    marks = ",".join("?" * len(LIFECYCLE_KINDS))
     row = j.conn.execute(
-        "SELECT max(time) FROM events WHERE run = ? AND seq <= ? AND kind IN "
-        "('create', 'resume', 'status')", (run, seq)).fetchone()
+        f"SELECT max(time) FROM events WHERE run = ? AND seq <= ? AND kind IN ({marks})",
+        (run, seq, *LIFECYCLE_KINDS)).fetchone()
     return int(row[0] or 0)
 
 
