@@ -11,8 +11,12 @@ from tests.daemon.test_sdk_jobs import drain, finished, job, server_run, steps
 NODE = """
     rank = int(os.environ["RANK"])
     run = pluto.init(name="ddp", config={f"rank{rank}": True})
+    gate = pathlib.Path(os.environ["GATE"])
+    (gate / f"init{rank}").write_text("")
     for i in range(50):
         run.log({f"rank{rank}/loss": float(i)}, step=i)
+    while len(list(gate.glob("init*"))) < 3:  # every node attached while the run was live
+        time.sleep(0.02)
     if rank == 0 or os.environ.get("ALL_FINISH"):
         run.finish()
     else:
@@ -22,7 +26,9 @@ NODE = """
 
 def deliver_nodes(tmp_path, pluto_server, **env: str) -> dict:
     dirs = [tmp_path / f"node{r}" for r in range(3)]
-    procs = [job(d, NODE, PLUTO_RUN_ID="ddp-job-7", RANK=str(r), **env)
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    procs = [job(d, NODE, PLUTO_RUN_ID="ddp-job-7", RANK=str(r), GATE=str(gate), **env)
              for r, d in enumerate(dirs)]
     for p in procs:
         assert finished(p) == 0
