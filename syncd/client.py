@@ -29,6 +29,7 @@ from typing import Any
 
 import ijson
 import requests
+import urllib3
 
 from syncd import __version__
 from syncd.settings import Settings
@@ -148,7 +149,9 @@ class PlutoClient:
             raise TransientError(resp.status_code, self._scrub(
                 f"protocol error: {_where(url)} answered HTTP {resp.status_code} with a body "
                 f"that is not a JSON object ({str(exc)[:80]}); is a proxy in the way?")) from None
-        except requests.RequestException as exc:
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+            # the body is read from the raw stream: a reset mid-answer surfaces as urllib3's
+            # ProtocolError (or a bare ConnectionResetError), not as a requests error
             raise TransientError(None, f"cannot read {_where(url)} ({_short(exc)})") from None
         finally:
             resp.close()

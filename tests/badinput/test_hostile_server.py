@@ -8,6 +8,7 @@ delivered whole.
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -170,3 +171,18 @@ def test_plutosync_run_survives_a_hostile_server_then_delivers(tmp_path, pluto_s
     with DaemonProcess(pluto_server, jb.path.parent, "--once", env=clean_env()) as d:
         assert d.wait() == 0, d.log()
     _assert_delivered(pluto_server, jb, key)
+
+
+def test_a_reset_in_the_middle_of_run_details_is_transient(tmp_path, server):
+    """The status check streams /details; a connection reset halfway through its body (urllib3's
+    ProtocolError, not a requests error) is a retry, never an unexpected error of the run."""
+    from syncd.client import PlutoClient, TransientError
+    from syncd.settings import Settings
+
+    run = server.create_run("reset-details", config=json.dumps({"big": "x" * 200_000}))
+    client = PlutoClient(Settings.from_env(server=server.url,
+                                           env={"PLUTO_API_KEY": server.api_key}))
+    server.fault("reset", "/api/runs/details", count=1)
+    with pytest.raises(TransientError, match="cannot read"):
+        client.run_fields(run["runId"], ("status", "statusMetadata"))
+    assert client.run_fields(run["runId"], ("status",)) == {"status": "RUNNING"}
