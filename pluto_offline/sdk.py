@@ -81,6 +81,7 @@ def init(
     from_env = bool(env_run_id)
     if run_id is None and env_run_id:
         run_id = env_run_id
+    chosen = run_id is not None  # else no other journal can know the id to join the run
     ref = classify_run_id(run_id) if run_id is not None else RunRef("external", new_run_id())
     tags = check_tags(normalize_tags(tags), "init(tags=...)", f"pass at most {MAX_TAGS} tags",
                       "pass only one group: tag")
@@ -104,7 +105,8 @@ def init(
         spill = _create_spill(j, writer_id)
         with j.transaction():
             run, restarts = _open_run(j, ref, from_env, resume, project, name, config, tags,
-                                      settings, fork, writer_id, spill, flush_interval)
+                                      settings, fork, writer_id, spill, flush_interval,
+                                      chosen)
     except BaseException:
         if spill is not None:
             spill.close(unlink=True)
@@ -120,7 +122,8 @@ def init(
 
 def _open_run(j: Journal, ref: RunRef, from_env: bool, resume: bool, project: str, name: str,
               config: Any, tags: list[str], settings: dict | None, fork: dict | None,
-              writer_id: str, spill: Spill, flush_interval: float) -> tuple[Run, bool]:
+              writer_id: str, spill: Spill, flush_interval: float,
+              chosen: bool = True) -> tuple[Run, bool]:
     """Inside the init transaction: find or add the run row, journal create/resume, writer.
 
     Also says whether implicit steps restart on a run that may already hold points: a resume
@@ -154,7 +157,10 @@ def _open_run(j: Journal, ref: RunRef, from_env: bool, resume: bool, project: st
                 "settings": settings, "fork": fork,
                 # the server may already hold this externalId (another node's journal, a
                 # shared PLUTO_RUN_ID): attaching to it is then intended, not a conflict
-                "resume": bool(resume or from_env)})
+                "resume": bool(resume or from_env),
+                # a run id the job chose can be shared by other journals (ranks, allocations,
+                # an eval job): the daemon then keeps config/tags times on the server
+                "chosen": chosen})
             state = (config if config is not None else {}, tags, 0, set(), set(), False)
         else:  # a server run this journal does not know: the daemon resolves the ref
             key = add_run(j, project=project, run_id=ref.text, name=name, ref_kind=ref.kind,

@@ -59,7 +59,8 @@ def test_new_run_gets_an_unguessable_run_id_and_create_event(jdir):
     create = events(jdir)[0]
     assert create.kind == "create"
     assert create.data() == {"name": "n", "config": {"a": [1, 2], "3": "x"}, "tags": ["t1"],
-                             "settings": {"k": 1}, "fork": None, "resume": False}
+                             "settings": {"k": 1}, "fork": None, "resume": False,
+                             "chosen": False}
     row = journal.find_run(journal.Journal.open(jdir), project="p", run_id=run.run_id)
     assert row.created_at == create.time
 
