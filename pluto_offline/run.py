@@ -16,6 +16,7 @@ from __future__ import annotations
 import atexit
 import logging
 import marshal
+import os
 import sqlite3
 import struct
 import threading
@@ -23,8 +24,9 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from pluto_offline import fold, lifecycle
+from pluto_offline import fold, forking, lifecycle
 from pluto_offline.errors import JournalError
+from pluto_offline.identity import JournalIdentity
 from pluto_offline.ids import clean_chars
 from pluto_offline.journal import (
     Journal,
@@ -62,9 +64,14 @@ class Run(RunInfo):
         self, *, journal: Journal, key: int, run_id: str, ref_kind: str, project: str,
         name: str, config: Any, tags: list[str], step: int, writer_id: str, spill: Spill,
         metric_names: set[str], data_names: set[str], resumed: bool,
-        fork: dict | None, flush_interval: float = FLUSH_INTERVAL,
+        fork: dict | None, flush_interval: float = FLUSH_INTERVAL, time_floor: int = 0,
     ):
-        self._j = journal
+        self._j: Journal | None = journal  # None in a forked child until it writes (forking)
+        self._identity = JournalIdentity(journal.path)
+        self._guest = False  # a copy inherited by a forked child (forking.py)
+        self._owner_pid = os.getpid()  # the process whose run this is
+        self._flush_interval = flush_interval
+        self._t_last = time_floor  # the latest time this writer journaled (ms): see _clock_ms
         self._key = key
         self._run_id = run_id
         self._ref_kind = ref_kind
@@ -96,6 +103,7 @@ class Run(RunInfo):
         )
 
     def _start(self) -> None:
+        forking.install()
         self._thread.start()
         atexit.register(self._at_exit)
 
@@ -115,6 +123,10 @@ class Run(RunInfo):
             data = self._check_data(data)
         if timestamp is None:
             t = time.time_ns() // 1_000_000
+            if t < self._t_last:  # the clock was stepped back: see _clock_ms
+                t = self._t_last
+            else:
+                self._t_last = t
         else:
             t = self._time_ms(timestamp)
         with self._append_lock:
@@ -193,6 +205,17 @@ class Run(RunInfo):
             raise ValueError(f"unsupported type for logged data: {type(data).__name__}, expected dict")
         return dict(data)
 
+    def _clock_ms(self) -> int:
+        """Now (epoch ms), never earlier than the latest time this writer journaled for the run
+        (at a resume: the latest the journal holds). A clock stepped backwards is clamped, so
+        journal order is time order and a later ``log()`` of a step wins at the server, which
+        keeps the point with the later time. ``timestamp=`` values are kept as given."""
+        t = time.time_ns() // 1_000_000
+        if t < self._t_last:
+            return self._t_last
+        self._t_last = t
+        return t
+
     def _time_ms(self, timestamp: Any) -> int:
         ts = check_timestamp(timestamp)
         if ts is None:
@@ -215,6 +238,10 @@ class Run(RunInfo):
     def _fold(self, extra: Callable[[Journal], None] | None = None) -> None:
         """Fold the published spill records (and ``extra``'s events) in one transaction."""
         with self._lock:
+            if self._j is None:  # a forked child that has not written yet
+                if extra is None:
+                    return
+                forking.attach(self)
             self.busy_thread = threading.get_ident()
             try:
                 end, number = self._spill.published
@@ -222,6 +249,7 @@ class Run(RunInfo):
                 if start == end and extra is None:
                     return
                 records = self._spill.read(start, end) if end != start else []
+                self._identity.check(self._run_id)
                 try:
                     with self._j.transaction():
                         if records:
@@ -231,6 +259,7 @@ class Run(RunInfo):
                             extra(self._j)
                 except sqlite3.DatabaseError as exc:
                     raise _explain(exc, self._j.path) from exc
+                self._identity.check(self._run_id)  # committed into the file we opened?
                 self._spill.rpos = end
             finally:
                 self.busy_thread = None
@@ -246,6 +275,8 @@ class Run(RunInfo):
             try:
                 self._fold()
             except JournalError as exc:
+                if self._identity.gone:
+                    return  # said loudly once (identity.py): nothing can be written any more
                 self._warn_once(("journal", str(exc)), f"log(): {exc}; the records are kept "
                                 "in the spill file and written when the journal recovers")
             except Exception as exc:  # never let the writer die silently
@@ -266,7 +297,7 @@ class Run(RunInfo):
         merged = deep_merge(base, delta)
 
         def extra(j: Journal) -> None:
-            append_event(j, self._key, "config", payload=delta)
+            append_event(j, self._key, "config", payload=delta, time=self._clock_ms())
             set_run_state(j, self._key, config=merged)
 
         self._fold(extra)
@@ -297,14 +328,20 @@ class Run(RunInfo):
 
     def _set_tags(self, new: list[str]) -> None:
         def extra(j: Journal) -> None:
-            append_event(j, self._key, "tags", payload=new)
+            append_event(j, self._key, "tags", payload=new, time=self._clock_ms())
             set_run_state(j, self._key, tags=new)
 
         self._fold(extra)
         self._tags = new
 
     def finish(self, code: int | None = None) -> None:
-        """End the run: COMPLETED, or FAILED when ``code`` is non-zero. Never raises."""
+        """End the run: COMPLETED, or FAILED when ``code`` is non-zero. Never raises.
+
+        In a process forked after ``init()`` it closes only that process's writer (a warning
+        says so): the run's status is its starting process's to decide.
+        """
+        if self._guest:
+            forking.warn_guest_finish(self)
         if code:
             self._end("FAILED", {"exit_code": code})
         else:
@@ -323,10 +360,20 @@ class Run(RunInfo):
             if self._ended:
                 return False
             self._ended = status or "closed"
+        with lifecycle.ending():
+            self._journal_end(status, metadata, at)
+        return True
+
+    def _journal_end(self, status: str | None, metadata: dict | None, at: int | None) -> None:
+        if self._guest:  # a forked child: never the parent's status, only its own writer
+            if self._j is None:
+                lifecycle.forget(self)
+                return
+            status = metadata = None
         self._stop.set()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join()
-        when = at or int(time.time() * 1000)
+        when = at or self._clock_ms()
 
         def extra(j: Journal) -> None:
             if status is None:
@@ -341,12 +388,15 @@ class Run(RunInfo):
             self._fold(extra)
             folded = True
         except Exception as exc:  # finish() never raises
-            logger.error("pluto_offline: run %s: could not journal its end (%s): %s; the "
-                         "logged records stay in %s and are recovered later",
-                         self._run_id, status or "close", exc, self._spill.path)
+            if self._identity.gone:
+                logger.error("pluto_offline: run %s: its end (%s) is not saved: %s",
+                             self._run_id, status or "close", exc)
+            else:
+                logger.error("pluto_offline: run %s: could not journal its end (%s): %s; the "
+                             "logged records stay in %s and are recovered later",
+                             self._run_id, status or "close", exc, self._spill.path)
         finally:
             self._release(folded)
-        return True
 
     def _release(self, folded: bool) -> None:
         try:
@@ -356,7 +406,10 @@ class Run(RunInfo):
         lifecycle.forget(self)
         with self._lock:
             self._spill.close(unlink=folded)
-            self._j.close()
+            if self._identity.gone:  # closing could unlink a new journal's -wal (forking)
+                forking.keep_open(self._j.conn)
+            else:
+                self._j.close()
 
     def _at_exit(self) -> None:
         self._end("COMPLETED", None)
@@ -374,7 +427,7 @@ class Run(RunInfo):
 
     def _read_delivery(self) -> tuple | None:
         with self._lock:
-            if not self._ended:
+            if not self._ended and self._j is not None:
                 return server_fields(self._j, self._key)
-        with Journal.open(self._j.path, readonly=True) as j:  # the run's own one is closed
+        with Journal.open(self._identity.path, readonly=True) as j:  # its own one is closed
             return server_fields(j, self._key)

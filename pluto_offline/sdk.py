@@ -34,6 +34,7 @@ from pluto_offline.journal import (
     recover,
     set_run_state,
 )
+from pluto_offline.journal.writes import latest_time
 from pluto_offline.run import FLUSH_INTERVAL, Run
 from pluto_offline.spill import Spill
 from pluto_offline.values import MAX_TAGS, check_tags, deep_merge, native_config, normalize_tags
@@ -161,13 +162,13 @@ def _open_run(j: Journal, ref: RunRef, from_env: bool, resume: bool, project: st
                 # a run id the job chose can be shared by other journals (ranks, allocations,
                 # an eval job): the daemon then keeps config/tags times on the server
                 "chosen": chosen})
-            state = (config if config is not None else {}, tags, 0, set(), set(), False)
+            state = (config if config is not None else {}, tags, 0, set(), set(), False, 0)
         else:  # a server run this journal does not know: the daemon resolves the ref
             key = add_run(j, project=project, run_id=ref.text, name=name, ref_kind=ref.kind,
                           config=config if isinstance(config, dict) else {}, created_at=created)
             append_event(j, key, "resume", time=created, payload={"by": ref.kind})
-            _resume_config(j, key, {}, config)
-            state = (config if config is not None else {}, [], 0, set(), set(), True)
+            _resume_config(j, key, {}, config, created)
+            state = (config if config is not None else {}, [], 0, set(), set(), True, 0)
             fork = None
     else:
         if (ref.kind == "external" and row.ref_kind == "external" and not resume
@@ -177,17 +178,21 @@ def _open_run(j: Journal, ref: RunRef, from_env: bool, resume: bool, project: st
                 "random.seed() or L.seed_everything() makes run IDs deterministic. Pass "
                 "resume=True to pluto.init() to intentionally reattach, or use a unique run_id.")
         key = row.key
-        append_event(j, key, "resume", payload={"by": row.ref_kind})
-        merged = _resume_config(j, key, row.config, config)
+        # never before what the journal holds for the run: a clock stepped back since must
+        # not make this resume, or the steps it logs again, older than what they follow
+        now = max(now_ms(), latest_time(j, key))
+        append_event(j, key, "resume", time=now, payload={"by": row.ref_kind})
+        merged = _resume_config(j, key, row.config, config, now)
         metric_names, data_names = _logged_names(j, key)
-        state = (merged, list(row.tags), last_step(j, key) or 0, metric_names, data_names, True)
+        state = (merged, list(row.tags), last_step(j, key) or 0, metric_names, data_names, True,
+                 now)
         ref, name, fork = RunRef(row.ref_kind, row.run_id), row.name or name, None
     add_writer(j, key, writer_id, os.getpid(), _HOST)
-    cfg, tags, step, metric_names, data_names, resumed = state
+    cfg, tags, step, metric_names, data_names, resumed, time_floor = state
     return Run(journal=j, key=key, run_id=ref.text, ref_kind=ref.kind, project=project,
                name=name, config=cfg, tags=tags, step=step, writer_id=writer_id, spill=spill,
                metric_names=metric_names, data_names=data_names, resumed=resumed, fork=fork,
-               flush_interval=flush_interval), restarts
+               flush_interval=flush_interval, time_floor=time_floor), restarts
 
 
 def _warn_steps_restart(ref: RunRef, from_env: bool) -> None:
@@ -221,12 +226,12 @@ def _find_local(j: Journal, project: str, ref: RunRef) -> RunRow | None:
     return row
 
 
-def _resume_config(j: Journal, key: int, current: Any, given: Any) -> Any:
+def _resume_config(j: Journal, key: int, current: Any, given: Any, at: int) -> Any:
     """A config given when resuming is merged in, and journaled as a ``config`` delta."""
     if not isinstance(given, dict) or not given:
         return current
     merged = deep_merge(current if isinstance(current, dict) else {}, given)
-    append_event(j, key, "config", payload=given)
+    append_event(j, key, "config", payload=given, time=at)
     set_run_state(j, key, config=merged)
     return merged
 

@@ -158,6 +158,13 @@ class Spill:
         self.formats[keys] = fmt
         return fmt
 
+    def adopt(self, formats: dict[tuple, Format], schemas: list[tuple[str, ...]]) -> None:
+        """Take over another writer's fast-path key sets, under the same schema ids (a forked
+        child's writer keeps its parent's ``formats``); call on a new, empty spill."""
+        self.formats = formats
+        self.schemas = list(schemas)
+        self.wrap()  # writes the schemas first, as a reader needs them
+
     def _make_room(self, size: int) -> int:
         new = self.size
         while new < MAX_SIZE and self.wpos + size > new:

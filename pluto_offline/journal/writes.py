@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
+from pluto_offline.journal.payloads import unpack_metrics
 from pluto_offline.journal.store import (
     EVENT_KINDS,
     Journal,
@@ -99,6 +100,27 @@ def last_step(j: Journal, key: int) -> int | None:
         "SELECT max(step) FROM events WHERE run = ? AND kind IN ('metrics', 'data')", (key,)
     ).fetchone()
     return row[0]
+
+
+def latest_time(j: Journal, key: int) -> int:
+    """The latest time (epoch ms) the journal holds for a run, 0 for none: its events' times
+    and the records' times inside its last ``metrics`` and ``data`` events (a writer's records
+    never go back in time, so its last event holds its latest). A writer opening the run starts
+    its clock there (``Run._clock_ms``), so a clock stepped back never makes a later ``log()``
+    of a step lose to an earlier one.
+    """
+    latest = j.conn.execute("SELECT max(time) FROM events WHERE run = ?", (key,)).fetchone()[0]
+    times = [latest or 0]
+    for kind in ("metrics", "data"):
+        row = j.conn.execute("SELECT payload FROM events WHERE run = ? AND kind = ? "
+                             "ORDER BY seq DESC LIMIT 1", (key, kind)).fetchone()
+        if row is None or row[0] is None:
+            continue
+        if kind == "metrics":
+            times += [t for _, t, _ in unpack_metrics(row[0])]
+        else:
+            times += [json.loads(line)["time"] for line in row[0].splitlines() if line]
+    return max(times)
 
 
 def add_writer(j: Journal, run: int, writer_id: str, pid: int, host: str) -> None:
