@@ -134,9 +134,9 @@ def _tell_interactive(tp: type[BaseException]) -> None:
     if ops and not _told_interactive:
         _told_interactive = True
         logger.warning(
-            "pluto_offline: interactive session: the %s at the prompt does not end the open "
-            "run(s) %s; run.finish() (or finish(code=1)) ends a run, and exiting the "
-            "interpreter completes it", tp.__name__, ", ".join(r.run_id for r in list(ops)))
+            "pluto_offline: interactive session: a %s does not end the open run(s) %s; "
+            "run.finish() (or finish(code=1)) ends a run, and exiting the interpreter "
+            "completes it", tp.__name__, ", ".join(r.run_id for r in list(ops)))
 
 
 @contextlib.contextmanager
