@@ -5,12 +5,15 @@ every failure into one of four typed errors, so callers decide what to do by typ
 
 - :class:`TransientError`: connection errors, timeouts, 5xx, 408, 429 (try again later);
 - :class:`AuthError`: 401/403, or an ingest 422 about the key (fix the key; keep everything);
-- :class:`RejectedError`: any other 4xx (this request will never succeed as is).
+  :class:`ProxyAuthError`, one of them: a proxy in the way asks for its credentials (407);
+- :class:`RejectedError`: any other 4xx that carries the Pluto server's error shape (a JSON
+  object with ``error`` or ``message``): this request will never succeed as is.
 
 An answer that is not what the Pluto contract promises (a 2xx that is not the expected JSON,
 an HTML page from a proxy, a redirect, a body over ``MAX_ANSWER_BYTES``) is a
 :class:`TransientError` too: nothing is acknowledged on the strength of it, and nothing is
-refused for good because of what is not the Pluto server talking. Run details, the one answer
+refused for good because of what is not the Pluto server talking: a 4xx without the server's
+error shape (a proxy's or load balancer's HTML page, a bare text) is a :class:`TransientError`. Run details, the one answer
 that is legitimately large (it carries the whole config), are never read whole:
 :meth:`run_fields` streams them and keeps only the fields asked for, so a 9 MB config never
 turns a status check into an endless retry.
@@ -25,6 +28,7 @@ import email.utils
 import json
 import re
 import time
+import urllib.parse
 from typing import Any
 
 import ijson
@@ -65,13 +69,50 @@ class TransientError(ClientError):
 
 
 class AuthError(ClientError):
-    """The server refused the API key: wrong, revoked, or for another server."""
+    """The server refused the API key: wrong, revoked, or for another server.
+
+    :meth:`describe` gives the advice for the service (restart it with the fix);
+    :meth:`describe_once` for a one-shot command (fix, then run it again)."""
+
+    def problem(self) -> str:
+        return f"the server refused the API key (HTTP {self.code}: {self.reason})"
+
+    def short(self) -> str:
+        return "the API key was refused"
+
+    def fix(self) -> str:
+        return "set a valid PLUTO_API_KEY for this server"
 
     def describe(self) -> str:
-        return (
-            f"the server refused the API key (HTTP {self.code}: {self.reason}): set a valid "
-            "PLUTO_API_KEY for this server and restart plutosync; nothing is dropped meanwhile"
-        )
+        return (f"{self.problem()}: {self.fix()}, and restart plutosync; nothing is dropped "
+                "meanwhile")
+
+    def describe_once(self, command: str) -> str:
+        return (f"{self.problem()}: {self.fix()}, then run `plutosync {command}` again; "
+                "nothing was dropped")
+
+
+class ProxyAuthError(AuthError):
+    """A proxy between plutosync and the server asks for credentials (HTTP 407).
+
+    ``proxy`` is the proxy's address as the environment names it, credentials removed."""
+
+    def __init__(self, code: int | None, reason: str, proxy: str | None = None) -> None:
+        super().__init__(code, reason)
+        self.proxy = proxy
+
+    def problem(self) -> str:
+        which = f" {self.proxy}" if self.proxy else ""
+        return (f"the proxy{which} between plutosync and the server refused the request "
+                f"(HTTP {self.code}: Proxy Authentication Required)")
+
+    def short(self) -> str:
+        return "the proxy asked for its credentials (HTTP 407)"
+
+    def fix(self) -> str:
+        return ("put the proxy's credentials in HTTPS_PROXY / HTTP_PROXY "
+                "(http://USER:PASSWORD@PROXY:PORT), or list the server in NO_PROXY if it needs "
+                "no proxy")
 
 
 class RejectedError(ClientError):
@@ -134,7 +175,8 @@ class PlutoClient:
         return self._api("GET", f"/api/runs/details/{run_id}")
 
     def run_fields(self, run_id: int, fields: tuple[str, ...] = STATE_FIELDS) -> dict[str, Any]:
-        """The top-level ``fields`` of ``/api/runs/details/{run_id}``, read as a stream.
+        """The ``fields`` of ``/api/runs/details/{run_id}``, read as a stream: top-level
+        names, or dotted paths into an object (``"config.plutoOffline"``).
 
         The answer carries the run's whole config and systemMetadata (pluto-api.md: "can be
         many MB"); they are parsed past, never held, and the connection is dropped as soon as
@@ -230,10 +272,16 @@ class PlutoClient:
     def _error(self, resp: requests.Response, service: str) -> ClientError:
         code = resp.status_code
         reason = self._scrub(_reason(resp))
+        if code == 407:
+            return ProxyAuthError(code, self._scrub(_snippet(resp)), _proxy_for(resp.url))
         if code in (401, 403) or (service == "ingest" and code == 422 and _KEY_REASON.search(reason)):
             return AuthError(code, reason)
         if code >= 500 or code in (408, 429):
             return TransientError(code, reason, retry_after=_retry_after(resp))
+        if not _error_shaped(resp):
+            # not the Pluto server's refusal: a proxy, a load balancer, a wrong URL
+            return self._protocol(resp, resp.url or "", "an answer that is not the Pluto "
+                                  "server's error (no JSON error object)")
         return RejectedError(code, reason)
 
     def _json(self, resp: requests.Response, url: str) -> dict[str, Any]:
@@ -277,6 +325,10 @@ def _pick_fields(resp: requests.Response, fields: tuple[str, ...]) -> dict[str, 
     """Parse the top-level object of a streamed answer, building only ``fields``."""
     resp.raw.decode_content = True
     want = set(fields)
+    parents: dict[str, list[str]] = {}  # "config" -> ["config.plutoOffline"]
+    for path in want:
+        if "." in path:
+            parents.setdefault(path.split(".", 1)[0], []).append(path)
     out: dict[str, Any] = {}
     builder: ijson.ObjectBuilder | None = None
     building = ""
@@ -286,17 +338,39 @@ def _pick_fields(resp: requests.Response, fields: tuple[str, ...]) -> dict[str, 
             if prefix == building and event in ("end_map", "end_array"):
                 out[building] = builder.value
                 builder = None
-        elif prefix in want and event != "map_key" and "." not in prefix:
+        elif prefix in want and event != "map_key":
             if event in ("start_map", "start_array"):
                 builder, building = ijson.ObjectBuilder(), prefix
                 builder.event(event, value)
             else:
                 out[prefix] = value
+        elif event == "string" and prefix in parents:
+            # a server that returns the object as JSON text (as systemMetadata may be)
+            for path in parents[prefix]:
+                found = _dig(value, path[len(prefix) + 1:])
+                if found is not _MISSING:
+                    out[path] = found
         elif prefix == "" and event == "start_array":
             raise ValueError("a JSON array, not an object")
         if builder is None and len(out) == len(want):
             break  # everything asked for: the rest (config, metadata) is never read
     return out
+
+
+_MISSING = object()
+
+
+def _dig(text: str, path: str) -> Any:
+    """``path`` (dotted) inside the JSON object ``text``; ``_MISSING`` when absent."""
+    try:
+        value: Any = json.loads(text)
+    except ValueError:
+        return _MISSING
+    for key in path.split("."):
+        if not isinstance(value, dict) or key not in value:
+            return _MISSING
+        value = value[key]
+    return value
 
 
 class _Counted:
@@ -324,6 +398,32 @@ def _with_run_id(answer: dict[str, Any], path: str) -> dict[str, Any]:
 
 def _snippet(resp: requests.Response) -> str:
     return " ".join((resp.text or "").split())[:80] or "empty"
+
+
+def _proxy_for(url: str | None) -> str | None:
+    """The proxy the environment sets for ``url`` (HTTPS_PROXY, ...), without credentials."""
+    if not url:
+        return None
+    proxy = requests.utils.get_environ_proxies(url).get(url.split(":", 1)[0].lower())
+    if not proxy:
+        return None
+    try:
+        parts = urllib.parse.urlsplit(proxy if "://" in proxy else "http://" + proxy)
+        return f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    except ValueError:  # a malformed port: requests will say so itself
+        return None
+
+
+def _error_shaped(resp: requests.Response) -> bool:
+    """Whether an error answer is the Pluto server's own: a JSON object (not an HTML page)
+    carrying ``error`` (a string or a validator's object) or ``message``."""
+    if "html" in resp.headers.get("Content-Type", "").lower():
+        return False
+    try:
+        body = resp.json()
+    except ValueError:
+        return False
+    return isinstance(body, dict) and bool(body.get("error") or body.get("message"))
 
 
 def _reason(resp: requests.Response) -> str:

@@ -3,12 +3,17 @@
 The lock file holds the holder's pid, so a second ``plutosync run`` (or a ``push`` of a journal a
 daemon is delivering) can say who holds it. The kernel drops the lock when the holder dies, even
 by SIGKILL, so a stale file never blocks a restart.
+
+Only the user whose jobs write a journal may deliver it (:func:`check_owner`): the journal is
+private to that user (0700 / 0600), and files a deliverer creates beside it (this lock, SQLite's
+``-wal`` / ``-shm``) would otherwise belong to another user and shut the jobs out.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import pwd
 from pathlib import Path
 
 from pluto_offline import journal
@@ -26,6 +31,95 @@ class LockHeldError(Exception):
         self.pid = pid
 
 
+class JournalAccessError(Exception):
+    """This process may not deliver the journal: it belongs to another user, or a directory
+    on the way does not let this user in. The message says which user to run as."""
+
+
+HOW = ("run plutosync as the user whose jobs write the journal (User= in the service unit; "
+       "docs/deploy.md, \"Users and permissions\")")
+
+
+def resolve(journal_path: str | os.PathLike[str] | None) -> Path:
+    """:func:`journal.resolve_path`, with a directory on the way this user may not enter
+    raised as :class:`JournalAccessError` (saying which) instead of a bare PermissionError."""
+    try:
+        return journal.resolve_path(journal_path)
+    except PermissionError as exc:
+        where = Path(exc.filename or journal_path or ".")
+        closed = _closed_ancestor(where / "x")
+        me = os.geteuid()
+        raise JournalAccessError(
+            f"cannot reach journal {where} as {_user(me)}: {closed} (owner "
+            f"{_user(_owner(closed))}) does not let {_user(me)} in; {HOW}") from None
+
+
+def check_owner(journal_file: Path) -> None:
+    """Raise :class:`JournalAccessError` unless this process's user owns ``journal_file`` (when
+    it exists) and may create files in its directory."""
+    me = os.geteuid()
+    try:
+        st = os.stat(journal_file)
+    except FileNotFoundError:
+        st = None
+    except PermissionError:
+        closed = _closed_ancestor(journal_file)
+        raise JournalAccessError(
+            f"cannot reach journal {journal_file} as {_user(me)}: {closed} (owner "
+            f"{_user(_owner(closed))}) does not let {_user(me)} in; {HOW}") from None
+    if st is not None and st.st_uid != me:
+        owner = _name(st.st_uid)
+        raise JournalAccessError(
+            f"journal {journal_file} belongs to {_user(st.st_uid)} and this plutosync runs as "
+            f"{_user(me)}: a journal is private to the user whose jobs write it, and the files "
+            "plutosync adds beside it (its lock, SQLite's -wal/-shm) would lock those jobs out; "
+            f"run plutosync as {owner} (User={owner} in the service unit; docs/deploy.md, "
+            "\"Users and permissions\")")
+    d = journal_file.parent
+    if d.exists() and not os.access(d, os.W_OK | os.X_OK):
+        raise JournalAccessError(
+            f"cannot write in journal directory {d} as {_user(me)} (it belongs to "
+            f"{_user(_owner(d))}, mode {_mode(d)}); {HOW}")
+
+
+def _closed_ancestor(path: Path) -> Path:
+    """The nearest directory above ``path`` this user may not enter."""
+    for parent in reversed(path.parents):
+        if not os.access(parent, os.X_OK):
+            return parent
+    return path.parent
+
+
+def _owner(path: Path) -> int | None:
+    try:
+        return os.stat(path).st_uid
+    except OSError:
+        return None
+
+
+def _mode(path: Path) -> str:
+    try:
+        return f"{os.stat(path).st_mode & 0o7777:04o}"
+    except OSError:
+        return "unknown"
+
+
+def _name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
+
+
+def _user(uid: int | None) -> str:
+    if uid is None:
+        return "another user"
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
+
+
 def lock_path(journal_path: str | os.PathLike[str] | None) -> Path:
     file = journal.resolve_path(journal_path)
     return file.with_name(file.name + ".lock")
@@ -38,9 +132,16 @@ class JournalLock:
         self.fd: int | None = None
 
     def acquire(self) -> JournalLock:
-        """Take the lock or raise :class:`LockHeldError` naming the holder's pid."""
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        """Take the lock or raise :class:`LockHeldError` naming the holder's pid, or
+        :class:`JournalAccessError` when this user may not deliver the journal."""
+        check_owner(self.journal_file)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except PermissionError as exc:
+            raise JournalAccessError(
+                f"cannot create {exc.filename or self.path} as {_user(os.geteuid())} "
+                f"({exc.strerror}); {HOW}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -33,14 +33,17 @@ from pluto_offline.journal.delivery import (  # noqa: F401
     prune,
     record_error,
     recover,
+    redeliver_run,
     reject,
     reject_part,
     rejected_events,
+    rereject,
     runs_to_reassert,
     runs_with_pending,
     sent_seq,
     server_fields,
     set_reassert,
+    unreject,
     writers,
 )
 from pluto_offline.journal.payloads import (  # noqa: F401

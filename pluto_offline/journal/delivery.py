@@ -169,6 +169,32 @@ def reject(j: Journal, event: Event, *, code: int | None, reason: str, ack_seq: 
             )
 
 
+def unreject(j: Journal, seqs: Iterable[int]) -> None:
+    """Forget the refusals of ``seqs``: they were sent again and the server took them."""
+    with j.transaction():
+        j.conn.executemany("DELETE FROM rejected WHERE seq = ?", [(s,) for s in seqs])
+
+
+def rereject(j: Journal, seq: int, *, code: int | None, reason: str) -> None:
+    """A refused event (or part of one) sent again was refused again: the new reason, now."""
+    with j.transaction():
+        j.conn.execute("UPDATE rejected SET code = ?, reason = ?, at = ? WHERE seq = ?",
+                       (code, reason, now_ms(), seq))
+
+
+def redeliver_run(j: Journal, run: int, from_seq: int) -> None:
+    """Deliver a run again from event ``from_seq`` on: its refusals from there are forgotten
+    and its acknowledged (and sent) seq moved back before it. For a run the server never
+    opened (its create or resume was refused), so nothing of it from there reached the server.
+    """
+    with j.transaction():
+        _ensure_delivery(j, run)
+        j.conn.execute("DELETE FROM rejected WHERE run = ? AND seq >= ?", (run, from_seq))
+        j.conn.execute(
+            "UPDATE delivery SET acked_seq = min(acked_seq, ?), sent_seq = min(sent_seq, ?), "
+            "updated_at = ? WHERE run = ?", (from_seq - 1, from_seq - 1, now_ms(), run))
+
+
 def mark_sent(j: Journal, run: int, seq: int) -> None:
     """Record, before sending, that a request carrying events up to ``seq`` is going out.
 

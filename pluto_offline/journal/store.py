@@ -270,7 +270,8 @@ def _create_private(file: Path) -> None:
             os.makedirs(d, mode=0o700, exist_ok=True)
             os.chmod(d, 0o700)
         except OSError as exc:
-            raise JournalError(f"cannot create journal directory {d}: {exc.strerror}") from exc
+            raise JournalError(f"cannot create journal directory {d}: {exc.strerror}; choose "
+                               "a writable directory with dir= or PLUTO_DIR") from exc
     if not file.exists():
         try:
             fd = os.open(file, os.O_CREAT | os.O_RDWR, 0o600)

@@ -7,10 +7,10 @@ import logging
 import sys
 
 from pluto_offline import journal
-from syncd import retention
+from syncd import lock, retention
 from syncd import settings as settings_mod
 from syncd.daemon import HEARTBEAT_S, POLL_S, PRUNE_EVERY_S, Daemon, Options
-from syncd.lock import LockHeldError
+from syncd.lock import JournalAccessError, LockHeldError
 
 DESCRIPTION = """\
 Deliver a journal to the Pluto server, continuously: runs are created as soon as the server can
@@ -81,11 +81,11 @@ def main(args: argparse.Namespace) -> int:
     options = Options(exit_when_idle=args.exit_when_idle, once=args.once, timeout=args.timeout,
                       poll=args.poll, heartbeat=args.heartbeat, retention_s=retention_s,
                       prune_every=args.prune_every)
-    daemon = Daemon(args.dir, settings, options)
-    daemon.install_signal_handlers()
     try:
+        daemon = Daemon(lock.resolve(args.dir), settings, options)
+        daemon.install_signal_handlers()
         return daemon.run()
-    except LockHeldError as exc:
+    except (LockHeldError, JournalAccessError) as exc:
         print(f"plutosync run: {exc}", file=sys.stderr)
         return 2
     except journal.JournalError as exc:
