@@ -406,10 +406,9 @@ class Run(RunInfo):
         lifecycle.forget(self)
         with self._lock:
             self._spill.close(unlink=folded)
-            if self._identity.gone:  # closing could unlink a new journal's -wal (forking)
-                forking.keep_open(self._j.conn)
-            else:
-                self._j.close()
+            # (a journal removed or replaced under us is safe to close: SQLite sees the file
+            # moved, and neither checkpoints nor unlinks the -wal by name)
+            self._j.close()
 
     def _at_exit(self) -> None:
         self._end("COMPLETED", None)
