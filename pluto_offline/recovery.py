@@ -135,12 +135,16 @@ def _end_vanished_writers(j: Journal) -> None:
     """Writers never ended whose spill file is gone died without a trace: mark them killed.
 
     A writer creates its spill file before its row and deletes it after ending, so a row
-    without a file is a dead writer.
+    without a file is a dead writer, unless its process still runs (a /tmp cleaner deleted
+    the file under it: the process decides, ``journal.liveness``).
     """
     from pluto_offline.journal import end_writer
+    from pluto_offline.journal.liveness import running_writers
 
     open_ids = [r[0] for r in j.conn.execute("SELECT id FROM writers WHERE ended_at IS NULL")]
     gone = [w for w in open_ids if not (j.spill_dir / f"{w}{SUFFIX}").exists()]
+    if gone:
+        gone = [w for w in gone if w not in running_writers(j)]
     if gone:
         with j.transaction():
             for w in gone:
@@ -166,7 +170,9 @@ def _report_killed(j: Journal) -> None:
         "SELECT DISTINCT run FROM writers WHERE ended_how = 'killed'")]
     if not candidates:
         return
-    live = live_writer_ids(j.spill_dir)
+    from pluto_offline.journal import live_writer_ids as live_writers
+
+    live = live_writers(j)  # spill locks, and processes whose spill file was deleted
     for run in candidates:
         with j.transaction():
             ids = [r[0] for r in j.conn.execute("SELECT id FROM writers WHERE run = ?", (run,))]

@@ -326,10 +326,12 @@ def last_lifecycle(j: Journal) -> dict[int, str]:
 
 
 def live_writer_ids(j: Journal) -> set[str]:
-    """Ids of writers whose process is alive: each holds a lock on its spill file."""
+    """Ids of writers whose process is alive: each holds a lock on its spill file, or (its
+    spill file deleted under it) its process still runs (:mod:`pluto_offline.journal.liveness`)."""
     from pluto_offline import recovery
+    from pluto_offline.journal.liveness import running_writers
 
-    return recovery.live_writer_ids(j.spill_dir)
+    return recovery.live_writer_ids(j.spill_dir) | running_writers(j)
 
 
 def recover(j: Journal) -> int:
