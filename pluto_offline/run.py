@@ -21,10 +21,11 @@ import sqlite3
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pluto_offline import fold, forking, lifecycle
+from pluto_offline.changes import StateChanges
 from pluto_offline.errors import JournalError
 from pluto_offline.identity import JournalIdentity
 from pluto_offline.ids import clean_chars
@@ -34,20 +35,14 @@ from pluto_offline.journal import (
     append_event,
     end_writer,
     server_fields,
-    set_run_state,
 )
 from pluto_offline.runinfo import RunInfo
 from pluto_offline.spill import Spill, SpillFull
 from pluto_offline.values import (
-    GROUP_TAG_PREFIX,
     MAX_STEP,
     bad_step,
     check_step,
-    check_tags,
     check_timestamp,
-    deep_merge,
-    native_config,
-    normalize_tags,
     route,
 )
 
@@ -56,7 +51,7 @@ FLUSH_INTERVAL = 0.05
 _PLAIN_NUMBERS = frozenset((float, int))
 
 
-class Run(RunInfo):
+class Run(StateChanges, RunInfo):
     """One open run in this process (see ``pluto_offline.init``); its properties are
     :class:`RunInfo`'s."""
 
@@ -282,57 +277,7 @@ class Run(RunInfo):
             except Exception as exc:  # never let the writer die silently
                 self._warn_once(("writer", repr(exc)), f"pluto_offline writer thread: {exc!r}")
 
-    # ------------------------------------------------------------------ state changes
-
-    def update_config(self, config: Mapping[str, Any]) -> None:
-        """Deep-merge ``config`` into the run's config; the delta is journaled durably."""
-        if self._ignored("update_config"):
-            return
-        delta = native_config(config)
-        if not isinstance(delta, dict):
-            raise TypeError(f"config must be a dict, got {type(config).__name__}")
-        if not delta:
-            return
-        base = self._config if isinstance(self._config, dict) else {}
-        merged = deep_merge(base, delta)
-
-        def extra(j: Journal) -> None:
-            append_event(j, self._key, "config", payload=delta, time=self._clock_ms())
-            set_run_state(j, self._key, config=merged)
-
-        self._fold(extra)
-        self._config = merged
-
-    def add_tags(self, tags: str | Iterable[str]) -> None:
-        """Add tags (a str or a list); the full tag list is journaled durably.
-
-        ``ValueError`` (nothing journaled) if the result breaks the server's limits: at most
-        50 tags, at most one ``group:`` tag.
-        """
-        if not self._ignored("add_tags"):
-            new = list(self._tags)
-            new += [t for t in normalize_tags(tags) if t not in new]
-            groups = [t for t in self._tags if t.startswith(GROUP_TAG_PREFIX)]
-            check_tags(new, "add_tags()",
-                       f"the run has {len(self._tags)} already: remove_tags() some first, or "
-                       "add fewer",
-                       f"remove_tags({groups[0]!r}) first to change the run's group" if groups
-                       else "add only one group: tag")
-            self._set_tags(new)
-
-    def remove_tags(self, tags: str | Iterable[str]) -> None:
-        """Remove tags (a str or a list); the full tag list is journaled durably."""
-        if not self._ignored("remove_tags"):
-            gone = set(normalize_tags(tags))
-            self._set_tags([t for t in self._tags if t not in gone])
-
-    def _set_tags(self, new: list[str]) -> None:
-        def extra(j: Journal) -> None:
-            append_event(j, self._key, "tags", payload=new, time=self._clock_ms())
-            set_run_state(j, self._key, tags=new)
-
-        self._fold(extra)
-        self._tags = new
+    # ------------------------------------------------------------------ the end
 
     def finish(self, code: int | None = None) -> None:
         """End the run: COMPLETED, or FAILED when ``code`` is non-zero. Never raises.
