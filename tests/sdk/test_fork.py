@@ -145,7 +145,7 @@ run = pluto.init(dir=sys.argv[1], project="proj", run_id="r", settings={"flush_i
 done = threading.Event()
 
 def trainer():
-    for i in range(20000):
+    for i in range(8000):
         run.log({"loss": float(i), "phase": "train" if i % 2 else "eval"})
     done.set()
 
@@ -168,6 +168,6 @@ def test_forks_while_the_parent_logs_and_folds_leave_its_records_exact(jdir):
     assert int(r.stdout.split()[-1]) >= 1
     lines = metric_lines(jdir)
     parent = [line for line in lines if "loss" in line["data"]]
-    assert [line["step"] for line in parent] == list(range(1, 20001))
-    assert [line["data"]["loss"] for line in parent] == [float(i) for i in range(20000)]
+    assert [line["step"] for line in parent] == list(range(1, 8001))
+    assert [line["data"]["loss"] for line in parent] == [float(i) for i in range(8000)]
     assert len([line for line in lines if "child" in line["data"]]) == int(r.stdout.split()[-1])
