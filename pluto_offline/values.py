@@ -158,8 +158,13 @@ def route(value: Any) -> tuple[str, Any]:
             return ("drop", f".item() failed: {type(exc).__name__}: {exc}")
         if isinstance(scalar, (int, float)) and not isinstance(scalar, bool):
             return ("metric", scalar)
-        return ("drop", f".item() gave a {type(scalar).__name__}")
-    return ("drop", f"a {type(value).__name__} is not a metric")
+        return ("drop", f".item() gave {_a(type(scalar).__name__)}")
+    return ("drop", f"{_a(type(value).__name__)} is not a metric")
+
+
+def _a(noun: str) -> str:
+    """``noun`` with its indefinite article: "an Image", "a dict"."""
+    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
 
 
 def check_timestamp(timestamp: Any) -> float | None:

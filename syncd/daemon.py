@@ -18,6 +18,7 @@ from pluto_offline import journal
 from syncd.client import PlutoClient
 from syncd.heartbeat import HEARTBEAT_S, Heartbeat, live_runs
 from syncd.lock import JournalLock
+from syncd.oneshot import OneShotReplayer
 from syncd.replayer import Replayer, drain
 from syncd.settings import Settings
 from syncd.watch import Watcher
@@ -64,6 +65,16 @@ def prune(j: journal.Journal, older_than_s: float) -> None:
         log.info("retention: pruned %d delivered events of %d runs", result.events, result.runs)
 
 
+HURRY_SIGNAL = signal.SIGUSR1  # sent by `plutosync push` to the daemon holding the journal
+
+
+def _try_now(j: journal.Journal, replayer: Replayer) -> None:
+    """Skip every run's backoff and the pauses over all runs: a person is waiting (push)."""
+    log.info("asked by plutosync push to try now: every pending run is tried at once")
+    replayer.try_now([r.key for r in journal.runs_with_pending(j)])
+    replayer._net.due = replayer._auth.due = 0.0  # noqa: SLF001 (no public hook yet)
+
+
 class Daemon:
     def __init__(self, journal_path: str | os.PathLike[str] | None, settings: Settings,
                  options: Options | None = None) -> None:
@@ -73,6 +84,7 @@ class Daemon:
         self.stop = threading.Event()
         self.wake = threading.Event()
         self._signals = 0
+        self.hurry = threading.Event()
 
     def install_signal_handlers(self) -> None:
         def handler(signum: int, frame: object) -> None:
@@ -86,13 +98,19 @@ class Daemon:
 
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)
+        # plutosync push of this journal asks: try every run now, whatever its backoff
+        signal.signal(HURRY_SIGNAL, lambda *_: (self.hurry.set(), self.wake.set()))
 
     def run(self) -> int:
         """Deliver until stopped (or idle / drained, per the options); returns the exit code."""
         with JournalLock(self.file):
             j = journal.Journal.open(self.file)
             client = PlutoClient(self.settings)
-            replayer = Replayer(j, client, stop=self.stop)
+            if self.options.once:  # a refused key ends it, said once with advice for --once
+                replayer: Replayer = OneShotReplayer(j, client, stop=self.stop)
+                replayer.command = "run --once"
+            else:
+                replayer = Replayer(j, client, stop=self.stop)
             try:
                 if self.options.once:
                     return self._once(j, replayer)
@@ -105,10 +123,14 @@ class Daemon:
         recover(j)
         replayer.wait_for_creators = lambda: False  # nothing else here could create them
         deadline = None if self.options.timeout is None else time.monotonic() + self.options.timeout
-        done = drain(replayer, deadline=deadline)
+        done = drain(replayer, deadline=deadline, give_up_on_auth=True)
+        if isinstance(replayer, OneShotReplayer) and replayer.last_auth_error is not None:
+            log.error("%s", replayer.last_auth_error.describe_once(replayer.command))
         left = replayer.outstanding() + replayer.stuck()
         for row in left:
             reason = row.conflict or replayer.hold_reason(row.key) or row.last_error or "pending"
+            if isinstance(replayer, OneShotReplayer):
+                reason = replayer.refused_key_note(reason) or reason
             log.error("run %s/%s not fully delivered: %s", row.project, row.name or row.run_id,
                       reason)
         return 0 if done and not left else 1
@@ -134,6 +156,9 @@ class Daemon:
                     prune(j, self.options.retention_s)
                     last_prune = now
                 self.wake.clear()
+                if self.hurry.is_set():
+                    self.hurry.clear()
+                    _try_now(j, replayer)
                 progress = replayer.run_pass()
                 if self.options.exit_when_idle:
                     idle = not replayer.outstanding() and not live_runs(j)

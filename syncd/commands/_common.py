@@ -41,6 +41,17 @@ def fail(command: str, message: str) -> int:
     return EXIT_ERROR
 
 
+def no_journal_found(where: str | os.PathLike[str]) -> str:
+    """What ``push`` and ``run --once`` say for a path with no journal in it."""
+    return (f"no journal found in {where} (a journal directory holds {journal.JOURNAL_FILE}; "
+            "an export is a .db file)")
+
+
+def journal_label(file: Path) -> str:
+    """A journal as people name it: its directory, or the file itself for an export."""
+    return str(file.parent if file.name == journal.JOURNAL_FILE else file)
+
+
 def journal_file(path: str | None) -> Path:
     """The journal file a ``--dir`` value names (a directory, a ``.db`` file, or the default)."""
     return journal.resolve_path(path)

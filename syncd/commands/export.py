@@ -6,7 +6,7 @@ import argparse
 import json
 import os
 import sqlite3
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from pluto_offline import journal
@@ -58,9 +58,10 @@ class ExportResult:
     runs: int
     events: int
     pending: int
-    live_runs: list[str]
+    live_runs: list[str]  # project/run_id (the JSON's stable key)
     recovered: int
     notes: list[str]
+    live_names: list[str] = field(default_factory=list)  # for people; not in the JSON
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -92,7 +93,7 @@ def export(source: str | None, out: Path, *, force: bool = False) -> ExportResul
             except (OSError, sqlite3.DatabaseError, journal.JournalError) as exc:
                 notes.append(f"could not fold the spill files of jobs that died ({exc}); "
                              "their last records are not in the snapshot")
-        live = _live_run_names(src)
+        live, names = _live_runs(src)
         tmp = out.parent / f".{out.name}.{os.getpid()}.tmp"
         try:
             fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
@@ -109,7 +110,7 @@ def export(source: str | None, out: Path, *, force: bool = False) -> ExportResul
                 tmp.unlink()
     return ExportResult(
         source=str(src_file), out=str(out), bytes=out.stat().st_size, journal_id=src.id,
-        live_runs=live, recovered=recovered, notes=notes, **counts,
+        live_runs=live, live_names=names, recovered=recovered, notes=notes, **counts,
     )
 
 
@@ -150,9 +151,14 @@ def _backup(src: journal.Journal, tmp: Path) -> dict[str, int]:
     return result
 
 
-def _live_run_names(j: journal.Journal) -> list[str]:
+def _live_runs(j: journal.Journal) -> tuple[list[str], list[str]]:
+    """Runs still being written: ``project/run_id`` each, and how people name them
+    (``project/name``, with the run id when it differs)."""
     keys = live_run_keys(j)
-    return [f"{r.project}/{r.run_id}" for r in journal.all_runs(j) if r.key in keys]
+    rows = [r for r in journal.all_runs(j) if r.key in keys]
+    names = [f"{r.project}/{r.name}" + (f" (run id {r.run_id})" if r.name != r.run_id else "")
+             if r.name else f"{r.project}/{r.run_id}" for r in rows]
+    return [f"{r.project}/{r.run_id}" for r in rows], names
 
 
 def _fsync_dir(d: Path) -> None:
@@ -169,7 +175,8 @@ def run(args: argparse.Namespace) -> int:
     except journal.JournalError as exc:
         return fail("export", str(exc))
     if args.json:
-        print(json.dumps(asdict(res), indent=2))
+        shown = {k: v for k, v in asdict(res).items() if k != "live_names"}
+        print(json.dumps(shown, indent=2))
         return EXIT_OK
     print(f"exported {res.source} -> {res.out} ({human_size(res.bytes)}): "
           f"{res.runs} run{'s' * (res.runs != 1)}, {res.events} events, "
@@ -179,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
     for note in res.notes:
         print(f"note: {note}")
     if res.live_runs:
-        print(f"still running: {', '.join(res.live_runs)}; the snapshot has what they had "
+        print(f"still running: {', '.join(res.live_names)}; the snapshot has what they had "
               "committed (their last <= 50 ms of log() calls may be missing): export again "
               "after they finish for a complete copy")
     return EXIT_OK

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,9 +21,10 @@ from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from pluto_offline import journal
 from syncd import settings as settings_mod
+from syncd.commands._common import no_journal_found
 from syncd.commands.push_find import find_journals
+from syncd.commands.push_follow import follow
 from syncd.commands.push_journal import (  # noqa: F401 (push_one, _PushReplayer: for tests)
     Outcome,
     _PushReplayer,
@@ -45,6 +47,8 @@ are skipped; -v names them). Default: the journal in PLUTO_DIR. Several journals
 parallel.
 
 Delivery state is kept in each journal, so pushing the same journal again sends nothing new.
+A journal that a live plutosync delivers is left to it: push asks it to try now and follows
+its progress until done or --timeout.
 Transient errors (server down, 5xx, 429, an answer that is not the server's) are retried for
 --timeout seconds; a refused API key or proxy login (407) stops at once, and nothing is
 refused for it. Events the server refuses for good are recorded and listed, with those refused
@@ -84,7 +88,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    console = Console(stderr=True)
+    # a terminal wraps what does not fit; a log file or a pipe gets whole lines (paths intact)
+    tty = sys.stderr.isatty()
+    console = Console(stderr=True, soft_wrap=not tty)
     try:
         settings = settings_mod.from_args(args)
     except settings_mod.SettingsError as exc:
@@ -99,8 +105,7 @@ def main(args: argparse.Namespace) -> int:
                       markup=False, soft_wrap=True)
         return 2
     for where in empty:  # a path named on purpose that holds nothing is a mistake to report
-        console.print(f"plutosync push: no journal found in {where} (a journal directory "
-                      f"holds {journal.JOURNAL_FILE}; an export is a .db file)", markup=False,
+        console.print(f"plutosync push: {no_journal_found(where)}", markup=False,
                       soft_wrap=True)
     for where, note in notes:
         if args.verbose or where in empty:
@@ -110,7 +115,8 @@ def main(args: argparse.Namespace) -> int:
     stop = threading.Event()
     previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    handler = RichHandler(console=console, show_path=False, markup=False)
+    handler: logging.Handler = (RichHandler(console=console, show_path=False, markup=False)
+                                if tty else logging.StreamHandler(sys.stderr))
     handler.addFilter(_QuietDamage(args.verbose))
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(message)s", handlers=[handler], force=True)
@@ -121,9 +127,17 @@ def main(args: argparse.Namespace) -> int:
 
     def one(file: Path) -> Outcome:
         try:
-            return push_one(file, settings, stop, timeout, progress,
-                            others=lambda: bool(unfinished - {file}),
-                            retry_rejected=args.retry_rejected)
+            for _ in range(3):  # a daemon that exits while followed: push takes over
+                out = push_one(file, settings, stop, timeout, progress,
+                               others=lambda: bool(unfinished - {file}),
+                               retry_rejected=args.retry_rejected)
+                if out.held_by is None:
+                    return out
+                followed = follow(file, out.held_by, timeout, stop, progress)
+                if followed is not None:
+                    return followed
+            out.fail(f"the plutosync delivering {file} kept exiting while followed; push again")
+            return out
         finally:
             unfinished.discard(file)
 
@@ -149,8 +163,10 @@ def _summary(console: Console, outcomes: list[Outcome]) -> None:
         if o.rejected_before:
             rejected += f" ({o.rejected_before} earlier)"
         table.add_row(_short(o.path), str(o.runs), str(o.delivered), rejected, left)
-    Console().print(table)
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
     for o in outcomes:
+        if o.via is not None:
+            console.print(f"{_where(o.path)}: {o.via}", markup=False, soft_wrap=True)
         if o.retried is not None:
             console.print(f"sent again from {_where(o.path)}: {o.retried}", markup=False,
                           soft_wrap=True)

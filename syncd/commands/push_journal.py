@@ -22,11 +22,12 @@ from rich.progress import Progress
 from pluto_offline import journal
 from syncd import lock, resend, runstate
 from syncd import settings as settings_mod
-from syncd.client import AuthError, PlutoClient
+from syncd.client import PlutoClient
 from syncd.commands._common import explain, probe_journal
 from syncd.daemon import recover
 from syncd.lock import JournalAccessError, JournalLock, LockHeldError
-from syncd.replayer import Replayer, drain
+from syncd.oneshot import OneShotReplayer
+from syncd.replayer import drain
 
 log = logging.getLogger("plutosync")
 
@@ -46,6 +47,8 @@ class Outcome:
     problems: list[str] = field(default_factory=list)
     rejections: list[str] = field(default_factory=list)
     retried: str | None = None  # --retry-rejected: what became of the events sent again
+    held_by: int | None = None  # the pid of a plutosync delivering the journal (push follows it)
+    via: str | None = None  # who delivered it, when not this push
 
     @property
     def clean(self) -> bool:
@@ -59,7 +62,7 @@ class Outcome:
 
 
 
-class _PushReplayer(Replayer):
+class _PushReplayer(OneShotReplayer):
     """The replayer, with a run whose delivery fails for a reason that is neither the server's
     answer to an event nor transient (its events unreadable where the file is damaged, a journal
     error, a bug) given up for this push at once, and the journal's other runs delivered: a
@@ -86,14 +89,6 @@ class _PushReplayer(Replayer):
                 log.info("run %s stopped by an unexpected error", _label(row), exc_info=exc)
         finally:
             self.moved[row.key] = self.moved.get(row.key, 0) + self.totals.events - before
-
-    def _auth_refused(self, ctx: Any, exc: AuthError) -> None:
-        # a push stops at a refused key (drain's give_up_on_auth) and says so once, with
-        # advice for push (not the service's "restart plutosync, next try in 60 s")
-        self._auth.due = time.monotonic() + 60.0
-        self.last_auth_error = exc
-        self.server_state = "auth"
-        journal.record_error(self.j, ctx.row.key, exc.describe_once("push"))
 
     def _failed(self, ctx: Any, sched: Any, reason: str) -> None:
         # called by the replayer while it handles the run's error: keep the error itself
@@ -163,7 +158,11 @@ def push_one(file: Path, settings: settings_mod.Settings, stop: threading.Event,
             finally:
                 j.close()
     except LockHeldError as exc:
-        out.fail(str(exc), failed=False)
+        if exc.pid and not retry_rejected:
+            out.held_by = exc.pid  # the caller follows that daemon (push_follow)
+            return out
+        out.fail(str(exc) if not retry_rejected else f"{exc} (--retry-rejected needs the "
+                 "journal to itself)", failed=False)
     except JournalAccessError as exc:
         out.fail(f"{exc}; or push a copy of it that you own")
     except Exception as exc:
@@ -268,8 +267,7 @@ def _account(j: journal.Journal, out: Outcome, started: int, stop: threading.Eve
             continue  # said above, with what stopped it
         why = row.conflict or replayer.hold_reason(row.key) or row.last_error or (
             "stopped" if stop.is_set() else "timed out")
-        if refused_key is not None and why == refused_key.describe_once("push"):
-            why = f"not sent: {refused_key.short()} (above)"
+        why = replayer.refused_key_note(why) or why
         out.problems.append(f"{_label(row)}: {after[row.key]['pending']} events left: {why}")
     for row in journal.runs_to_reassert(j):
         out.unsettled += 1

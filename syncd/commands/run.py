@@ -5,19 +5,25 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from pluto_offline import journal
 from syncd import lock, retention
 from syncd import settings as settings_mod
+from syncd.commands._common import journal_label, no_journal_found, probe_journal
 from syncd.daemon import HEARTBEAT_S, POLL_S, PRUNE_EVERY_S, Daemon, Options
 from syncd.lock import JournalAccessError, LockHeldError
+
+log = logging.getLogger("plutosync")
 
 DESCRIPTION = """\
 Deliver a journal to the Pluto server, continuously: runs are created as soon as the server can
 be reached, metrics follow within a second of log(), heartbeats are sent for live jobs, and
 failures are retried with backoff (nothing is dropped; refused events are recorded and shown by
 `plutosync status`). Stop it with SIGTERM or Ctrl-C: the request in flight is finished and
-acknowledged first. Only one plutosync may deliver a journal at a time.
+acknowledged first. Only one plutosync may deliver a journal at a time, run as the user whose
+jobs write it. Started before any job wrote the journal, it waits for it (and says so once);
+with --once, a path with no journal is an error. A refused API key ends --once at once.
 
 The API key is read from PLUTO_API_KEY; server URLs from PLUTO_URL_API, PLUTO_URL_INGEST and
 PLUTO_URL_PY (or --server).
@@ -82,8 +88,15 @@ def main(args: argparse.Namespace) -> int:
                       poll=args.poll, heartbeat=args.heartbeat, retention_s=retention_s,
                       prune_every=args.prune_every)
     try:
-        daemon = Daemon(lock.resolve(args.dir), settings, options)
+        file = lock.resolve(args.dir)
+        lock.check_owner(file)  # before looking for it: another user's is named as such
+        if args.once and not file.exists():
+            print(f"plutosync run: {no_journal_found(journal_label(file))}", file=sys.stderr)
+            return 2
+        daemon = Daemon(file, settings, options)
         daemon.install_signal_handlers()
+        if not _journal_appears(daemon, file, options):
+            return 0
         return daemon.run()
     except (LockHeldError, JournalAccessError) as exc:
         print(f"plutosync run: {exc}", file=sys.stderr)
@@ -91,6 +104,24 @@ def main(args: argparse.Namespace) -> int:
     except journal.JournalError as exc:
         print(f"plutosync run: {exc}", file=sys.stderr)
         return 2
+
+
+def _journal_appears(daemon: Daemon, file: Path, options: Options) -> bool:
+    """Wait for jobs to create the journal (a service started before any job), saying once
+    that it waits and where; False when stopped meanwhile, or at once with --exit-when-idle
+    (nothing to deliver)."""
+    if file.exists():
+        return True
+    where = journal_label(file)
+    if options.exit_when_idle:
+        log.info("nothing to deliver: no journal in %s yet; exiting", where)
+        return False
+    log.info("waiting for a journal in %s: no job has written one there yet (jobs create it "
+             "at their first init() with PLUTO_DIR=%s)", where, where)
+    while not daemon.stop.wait(options.poll):
+        if file.exists() and probe_journal(file).kind != "empty":  # not while being created
+            return True
+    return False
 
 
 def _retention(text: str | None) -> float | None:

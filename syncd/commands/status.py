@@ -44,8 +44,10 @@ examples:
   plutosync status --json | jq '.[] | select(.synced | not)'
   plutosync status --check && echo "all delivered"   # exit 1 while anything is unsynced
 
+Before any job wrote the default journal: "no runs yet (journal: PATH)" (--json: []), exit 0.
+
 exit codes: 0 shown (also with pending events unless --check), 1 --check found pending or
-rejected events, 2 a journal could not be read."""
+rejected events, 2 a journal could not be read (or a --dir holds none)."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -82,7 +84,11 @@ def run(args: argparse.Namespace) -> int:
     rows: list[runstate.RunStatus] = []
     readable: list[str | None] = []
     errors: list[str] = []
+    not_yet: list[Path] = []  # the default journal, before any job wrote it
     for d in args.dir or [None]:
+        if d is None and not journal_file(None).exists():
+            not_yet.append(journal_file(None))
+            continue
         try:
             rows.extend(_one(d))
             readable.append(d)
@@ -93,6 +99,8 @@ def run(args: argparse.Namespace) -> int:
         print()
     elif readable:
         _print_table(rows, [journal_file(d) for d in readable])
+    elif not_yet and not errors:
+        print(f"no runs yet (journal: {runstate.journal_label(not_yet[0])})")
     for message in errors:
         fail("status", message)
     if errors:

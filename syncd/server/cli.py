@@ -30,6 +30,11 @@ def register(subparsers: Any) -> None:
             "Serve the Pluto HTTP contract from one SQLite file. Point clients at it with "
             "PLUTO_URL_API, PLUTO_URL_INGEST and PLUTO_URL_PY all set to the printed URL."
         ),
+        epilog=(
+            "On the first start with no key stored and no --api-key, a new key is created and "
+            "printed once, after the server listens. exit codes: 0 stopped (SIGTERM, Ctrl-C), "
+            "2 could not start (the port busy, a bad --fault): nothing is created then."
+        ),
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback)")
     parser.add_argument("--port", type=int, default=3001, help="port (0: any free port)")
@@ -69,14 +74,18 @@ def serve(args: argparse.Namespace) -> int:
         print(f"plutosync serve: bad --fault: {exc}", file=sys.stderr)
         return 2
     db = Database(os.path.expanduser(args.data))
-    fresh_key = _ensure_key(db, args.api_key)
     reaper = (args.reaper_heartbeat_timeout, args.reaper_initial_timeout)
     app = App(db, "", FaultTable(rules), reaper)
     try:
         server = PlutoHTTPServer((args.host, args.port), app, verbose=args.verbose)
     except OSError as exc:
-        print(f"plutosync serve: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
-        return 1
+        db.close()
+        print(f"plutosync serve: cannot listen on {args.host}:{args.port}: "
+              f"{exc.strerror or exc}; no API key was created (choose another --port, or 0 "
+              "for any free one)", file=sys.stderr)
+        return 2
+    # only now, listening: a key created by a start that failed would never be shown
+    fresh_key = _ensure_key(db, args.api_key)
     host, port = server.server_address[:2]
     url = f"http://{'[' + host + ']' if ':' in str(host) else host}:{port}"
     app.runs.base_url = url
@@ -95,6 +104,10 @@ def serve(args: argparse.Namespace) -> int:
     ]
     if fresh_key:
         banner.append(f"  new API key (shown once): {fresh_key}")
+    elif not args.api_key:
+        banner.append(f"  API keys: those stored in {db.path} (only their hashes: a key shown "
+                      "once cannot be shown again); add one with --api-key or "
+                      "PLUTOSYNC_SERVER_API_KEY")
     print("\n".join(banner), flush=True)  # one write: readers see all of it or none
     stop.wait()
     server.shutdown()

@@ -48,14 +48,22 @@ def test_push_delivers_many_journals_and_a_second_push_sends_nothing(tmp_path, p
         k: v for k, v in before.items() if not k.startswith("/_admin")}
 
 
-def test_push_respects_a_daemon_holding_the_journal(tmp_path, pluto_server):
+def test_push_follows_a_daemon_holding_the_journal(tmp_path, pluto_server):
+    """Issue 12 item 4: push never delivers beside a live daemon; it asks it to try now (its
+    backoff skipped) and follows it to the end, with the same summary."""
     _journal(tmp_path / "j", "held")
+    pluto_server.fault("429", path="/api/runs/create", count=1, retry_after=60)  # a long wait
     with DaemonProcess(pluto_server, tmp_path / "j") as daemon:
-        wait_for(lambda: "delivering" in daemon.log(), what="the daemon")
+        wait_for(lambda: "delivery paused" in daemon.log(), what="the daemon backing off")
         p = push(pluto_server, tmp_path, str(tmp_path / "j"))
-        assert p.wait(30) == 1
-        assert f"pid {daemon.pid}" in p.log()
-        daemon.terminate()
+        assert p.wait(30) == 0, p.log()
+        text = p.log()
+        assert f"followed the plutosync already delivering it (pid {daemon.pid}, asked to " \
+               "try now)" in text and "everything delivered" in text
+        assert "asked by plutosync push to try now" in daemon.log()
+        assert daemon.terminate() == 0
+    (run,) = pluto_server.list_runs("proj")
+    assert run["status"] == "COMPLETED"
 
 
 def test_push_gives_up_after_the_timeout_naming_what_is_left(tmp_path, pluto_server):

@@ -1,0 +1,90 @@
+"""The typed errors of :class:`syncd.client.PlutoClient`, one per thing a caller does about them.
+
+- :class:`TransientError`: try again later (network, timeouts, 5xx, 408, 429, an answer that is
+  not the Pluto server's);
+- :class:`AuthError`: fix the key (or, :class:`ProxyAuthError`, the proxy's login) and keep
+  everything;
+- :class:`RejectedError`: the server refused this request for good.
+
+The messages never carry the key: the client scrubs the reasons it puts in them.
+"""
+
+from __future__ import annotations
+
+
+class ClientError(Exception):
+    """A request failed; ``code`` is the HTTP status or None for a network failure."""
+
+    def __init__(self, code: int | None, reason: str) -> None:
+        super().__init__(f"{code}: {reason}" if code else reason)
+        self.code = code
+        self.reason = reason
+
+    def describe(self) -> str:
+        return f"HTTP {self.code}: {self.reason}" if self.code else self.reason
+
+
+class TransientError(ClientError):
+    """Worth retrying: the server is unreachable, overloaded or rate limiting."""
+
+    def __init__(self, code: int | None, reason: str, retry_after: float | None = None,
+                 *, unanswered: bool = False) -> None:
+        super().__init__(code, reason)
+        self.retry_after = retry_after
+        # sent, then no answer in time: the server may still apply the request, late
+        self.unanswered = unanswered
+
+
+class AuthError(ClientError):
+    """The server refused the API key: wrong, revoked, or for another server.
+
+    :meth:`describe` gives the advice for the service (restart it with the fix);
+    :meth:`describe_once` for a one-shot command (fix, then run it again)."""
+
+    def problem(self) -> str:
+        return f"the server refused the API key (HTTP {self.code}: {self.reason})"
+
+    def short(self) -> str:
+        return "the API key was refused"
+
+    def fix(self) -> str:
+        return "set a valid PLUTO_API_KEY for this server"
+
+    def describe(self) -> str:
+        return (f"{self.problem()}: {self.fix()}, and restart plutosync; nothing is dropped "
+                "meanwhile")
+
+    def describe_once(self, command: str) -> str:
+        return (f"{self.problem()}: {self.fix()}, then run `plutosync {command}` again; "
+                "nothing was dropped")
+
+
+class ProxyAuthError(AuthError):
+    """A proxy between plutosync and the server asks for credentials (HTTP 407).
+
+    ``proxy`` is the proxy's address as the environment names it, credentials removed."""
+
+    def __init__(self, code: int | None, reason: str, proxy: str | None = None) -> None:
+        super().__init__(code, reason)
+        self.proxy = proxy
+
+    def problem(self) -> str:
+        which = f" {self.proxy}" if self.proxy else ""
+        return (f"the proxy{which} between plutosync and the server refused the request "
+                f"(HTTP {self.code}: Proxy Authentication Required)")
+
+    def short(self) -> str:
+        return "the proxy asked for its credentials (HTTP 407)"
+
+    def fix(self) -> str:
+        return ("put the proxy's credentials in HTTPS_PROXY / HTTP_PROXY "
+                "(http://USER:PASSWORD@PROXY:PORT), or list the server in NO_PROXY if it needs "
+                "no proxy")
+
+
+class RejectedError(ClientError):
+    """The server refused this request for good (a 4xx other than auth)."""
+
+
+class OversizedAnswer(TransientError):
+    """The answer is larger than any Pluto answer to that request: a proxy or a broken server."""
