@@ -14,8 +14,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pluto_offline import journal
-from syncd import finalstate, runstate
-from syncd.client import RejectedError, TransientError
+from pluto_offline.journal import history
+from syncd import finalstate, ledger, runstate, shared
+from syncd.client import ClientError, RejectedError, TransientError
 from syncd.render import Renderer
 
 if TYPE_CHECKING:
@@ -36,11 +37,17 @@ class Delivery:
         self.j = replayer.j
         self.client = replayer.client
         self.render = Renderer()
+        # run key -> (server id, seq): string series acked whose ledger write failed
+        self._ledger_due: dict[int, tuple[int, int]] = {}
 
     def step(self, ctx: RunCtx, cursor: Cursor) -> None:
         """Deliver the next event (or batch) of the run."""
         from syncd.replayer import Hold
 
+        if ctx.row.key in self._ledger_due:
+            sid, seq = self._ledger_due[ctx.row.key]
+            shared.record_data(self.client, self.j, ctx.row, sid, seq)
+            del self._ledger_due[ctx.row.key]
         ev = cursor.peek()
         assert ev is not None
         if ctx.server_id is None and ev.kind not in _OPENERS:
@@ -124,14 +131,21 @@ class Delivery:
             journal.record_error(self.j, row.key, "conflict", conflict=conflict)
             log.error("run %s: %s", ctx.label, conflict)
             raise Hold(conflict, stuck=True)
-        if p.get("config"):
+        fresh = not answer.get("resumed")
+        config = p.get("config")
+        if config or (fresh and "tags" in body):
             # Acked only with the create: after a crash in between, both are sent again.
             try:
-                self.client.update_config(int(answer["runId"]), json.dumps(p["config"]))
+                if config and not isinstance(config, dict):  # the server says why not
+                    self.client.update_config(int(answer["runId"]), json.dumps(config))
+                else:
+                    shared.send_config(self.client, self.j, row, int(answer["runId"]),
+                                       config or {}, ev.time, fresh=fresh,
+                                       tags_time=ev.time if fresh and "tags" in body else None)
             except RejectedError as exc:
                 self._part_refused(ctx, ev, "config", exc)
         how = "re-attached" if answer.get("resumed") and not replay else "created"
-        self._opened(ctx, ev, answer, how, fresh=not answer.get("resumed"))
+        self._opened(ctx, ev, answer, how, fresh=fresh)
 
     def _create_run(self, row: journal.RunRow, ev: journal.Event,
                     body: dict[str, Any]) -> dict[str, Any]:
@@ -178,7 +192,11 @@ class Delivery:
         p = ev.data() or {}
         if p.get("config"):
             try:
-                self.client.update_config(int(answer["runId"]), json.dumps(p["config"]))
+                if isinstance(p["config"], dict):
+                    shared.send_config(self.client, self.j, row, int(answer["runId"]),
+                                       p["config"], ev.time)
+                else:  # the server says why not
+                    self.client.update_config(int(answer["runId"]), json.dumps(p["config"]))
             except RejectedError as exc:
                 self._part_refused(ctx, ev, "config", exc)
         self._opened(ctx, ev, answer, "attached to")
@@ -330,12 +348,17 @@ class Delivery:
         sent = 1
         try:
             if ev.kind == "config":
-                if payload:  # the server refuses an empty delta
+                # never an empty delta: the server refuses it
+                if isinstance(payload, dict):
+                    sent = shared.send_config(self.client, self.j, ctx.row, sid, payload,
+                                              ev.time)
+                elif payload:  # the server says why not
                     self.client.update_config(sid, json.dumps(payload))
                 else:
                     sent = 0
             elif ev.kind == "tags":
-                self.client.update_tags(sid, list(payload or []))
+                sent = shared.send_tags(self.client, self.j, ctx.row, sid, list(payload or []),
+                                        ev.time)
             elif ev.kind == "lognames":
                 names = (payload or {}).get("names") or []
                 if names:
@@ -362,9 +385,12 @@ class Delivery:
         sid = ctx.server_id
         assert sid is not None
         if "config" in kinds and isinstance(row.config, dict) and row.config:
-            self.client.update_config(sid, json.dumps(row.config))
+            times = ledger.fold_times(history.config_history(self.j, row.key))
+            shared.send_config(self.client, self.j, row, sid, row.config, times)
         if "tags" in kinds:
-            self.client.update_tags(sid, list(row.tags))
+            at = history.tags_time(self.j, row.key)
+            shared.send_tags(self.client, self.j, row, sid, list(row.tags),
+                             at if at is not None else row.created_at)
         if "status" in kinds:
             # the run's latest status change in this journal, under the final-state rule
             ev = journal.last_event(self.j, row.key, journal.LIFECYCLE_KINDS,
@@ -402,13 +428,40 @@ class Delivery:
 
     # ------------------------------------------------------------------ NDJSON ingest
     def _ingest(self, ctx: RunCtx, events: list[journal.Event]) -> None:
-        kind = events[0].kind
-        send = self.client.ingest_metrics if kind == "metrics" else self.client.ingest_data
-        if kind == "data":
-            # Data lines are not deduplicated by the server: note the request before it goes,
-            # so the at-least-once window is visible (sent_seq > acked_seq) after a crash.
-            journal.mark_sent(self.j, ctx.row.key, events[-1].seq)
-        self._send_isolating(ctx, events, send)
+        if events[0].kind == "metrics":  # the server deduplicates them: a resend is harmless
+            self._send_isolating(ctx, events, self.client.ingest_metrics)
+            return
+        with finalstate.run_lock(ctx.row.project, ctx.row.run_id):
+            self._data(ctx, events)
+
+    def _data(self, ctx: RunCtx, events: list[journal.Event]) -> None:
+        """String series, which the server keeps every copy of: skip what any copy of this
+        journal delivered (the server's ledger), send the rest, then note it there."""
+        sid = ctx.server_id
+        assert sid is not None
+        done = shared.data_delivered(self.client, self.j, ctx.row, sid)
+        fresh = [ev for ev in events if ev.seq > done]
+        if len(fresh) < len(events):
+            skipped = len(events) - len(fresh)
+            self.r.acked(ctx, events[skipped - 1].seq, skipped, requests=1 if not fresh else 0)
+            log.info("run %s: %d string-series events were delivered by another copy of this "
+                     "journal; not sent again", ctx.label, skipped)
+            if not fresh:
+                return
+        # sent before without an answer: the server may hold them already (it offers no way
+        # to tell): counted, so that status can say so
+        sent_before = journal.sent_seq(self.j, ctx.row.key)
+        history.note_resent(self.j, ctx.row.key, sum(ev.seq <= sent_before for ev in fresh))
+        journal.mark_sent(self.j, ctx.row.key, fresh[-1].seq)
+        self._send_isolating(ctx, fresh, self.client.ingest_data)
+        try:
+            shared.record_data(self.client, self.j, ctx.row, sid, fresh[-1].seq)
+        except TransientError:
+            self._ledger_due[ctx.row.key] = (sid, fresh[-1].seq)
+            raise
+        except ClientError as exc:  # only a later copy of this journal could resend them
+            log.warning("run %s: the server refused the note of delivered string series (%s)",
+                        ctx.label, exc.describe())
 
     def _send_isolating(self, ctx: RunCtx, events: list[journal.Event],
                         send: Callable[[int, str, bytes], None]) -> None:

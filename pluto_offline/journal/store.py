@@ -15,7 +15,7 @@ from typing import Any
 
 import sqlite_utils
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 JOURNAL_FILE = "journal.db"
 SPILL_DIR = "spill"
 BUSY_TIMEOUT_MS = 60_000
@@ -74,7 +74,8 @@ CREATE TABLE IF NOT EXISTS delivery (
     conflict   TEXT,
     updated_at INTEGER,
     reassert_due   REAL,  -- wall time (s) to send the run's final state again, or NULL
-    reassert_kinds TEXT   -- what to re-assert: comma-separated config, tags, status
+    reassert_kinds TEXT,  -- what to re-assert: comma-separated config, tags, status
+    resent     INTEGER NOT NULL DEFAULT 0  -- string-series records sent again unanswered
 );
 CREATE TABLE IF NOT EXISTS rejected (
     seq    INTEGER PRIMARY KEY,
@@ -91,6 +92,8 @@ MIGRATIONS: dict[int, str] = {
     # 2: the daemon's re-assert note survives a restart (docs/journal.md, "delivery")
     1: "ALTER TABLE delivery ADD COLUMN reassert_due REAL;"
        "ALTER TABLE delivery ADD COLUMN reassert_kinds TEXT",
+    # 3: records the server does not deduplicate, sent again after an unanswered request
+    2: "ALTER TABLE delivery ADD COLUMN resent INTEGER NOT NULL DEFAULT 0",
 }
 
 

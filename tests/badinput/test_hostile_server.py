@@ -17,6 +17,7 @@ from pluto_offline import journal
 from syncd import runstate
 from syncd.replayer import drain
 from tests.fixtures.daemon import JournalBuilder
+from tests.fixtures.server import user_config
 
 from .helpers import child, clean_env, replayer_at, status_rows
 from .hostile import MODES, HostileServer
@@ -57,7 +58,7 @@ def _assert_delivered(server, jb: JournalBuilder, key: int) -> None:
     assert row.last_error is None and not jb.rejected(key)
     run = server.get_run(row.server_id)
     assert run["status"] == "COMPLETED" and run["tags"] == ["t", "done"]
-    assert run["config"] == {"lr": 0.1}
+    assert user_config(run["config"]) == {"lr": 0.1}
     points = server.metrics(row.server_id, project, "train/loss")
     assert [p["step"] for p in points] == list(range(STEPS))
     assert len(server.list_runs(project)) == 1

@@ -52,6 +52,7 @@ from typing import Any, Protocol
 
 from tests.chaos.schedule import END_STATUS, REAPER_S, Schedule, Writer
 from tests.chaos.trainer import huge_config, string_step, text, value
+from tests.fixtures.server import user_config
 
 SEVERITY = {"COMPLETED": 1, "TERMINATED": 2, "CANCELLED": 3, "FAILED": 4}
 FAILURES = ("lost", "phantom", "dup_points", "dup_runs", "wrong_state", "stuck", "rejected",
@@ -341,7 +342,7 @@ def _check_run(c: Counts, schedule: Schedule, run_id: str, run: dict, exp: dict,
                by_ext: dict[str, list[dict]]) -> None:
     sid = int(run["id"])
     _check_points(c, schedule.project, run_id, sid, exp, server)
-    if exp["configs"] and run.get("config") not in exp["configs"]:
+    if exp["configs"] and user_config(run.get("config")) not in exp["configs"]:
         c.add("lost", 1, f"{run_id}: config {run.get('config')} not in {exp['configs']}")
     if exp["tags"] and sorted(run.get("tags") or []) not in exp["tags"]:
         c.add("lost", 1, f"{run_id}: tags {run.get('tags')} not in {exp['tags']}")
@@ -690,8 +691,8 @@ def check_multi(schedule: Schedule, reports: dict[str, list[dict]], launches: di
         sid = int(run["id"])
         _check_points(c, project, run_id, sid, exp, server)
         _check_strings(c, run_id, sid, exp, server, schedule)
-        if exp["configs"] and run.get("config") not in exp["configs"]:
-            c.add("lost", 1, f"{run_id}: config {_short(run.get('config'))}, expected "
+        if exp["configs"] and user_config(run.get("config")) not in exp["configs"]:
+            c.add("lost", 1, f"{run_id}: config {_short(user_config(run.get('config')))}, expected "
                   f"{' or '.join(_short(x) for x in exp['configs'])} (as last set by time: "
                   f"{_explain_sets(exp['config_sets'], t0)})")
         if exp["tags"] and sorted(run.get("tags") or []) not in exp["tags"]:

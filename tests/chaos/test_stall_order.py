@@ -20,7 +20,7 @@ from pathlib import Path
 import pluto_offline
 from tests.chaos.oracle import journal_backlog
 from tests.chaos.runner import DaemonProc
-from tests.fixtures.server import LocalServer
+from tests.fixtures.server import LocalServer, user_config
 
 TIMEOUT = 1.0  # the daemon's HTTP timeout here (PLUTOSYNC_TIMEOUT)
 # A held create lands then: after the drain (the retry waits up to 1 s after the 1 s timeout,
@@ -39,7 +39,7 @@ def test_stalled_update_does_not_overwrite_a_later_one(pluto_server: LocalServer
     # ... and the daemon re-asserts the final config 3 timeouts after the unanswered one
     server_run = _drain(pluto_server, tmp_path, "stall")
     assert pluto_server.faults()[0]["fired"] == 1
-    assert server_run["config"] == {"lr": 2}
+    assert user_config(server_run["config"]) == {"lr": 2}
 
 
 def _daemon(server: LocalServer, jdir: Path) -> DaemonProc:

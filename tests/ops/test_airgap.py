@@ -10,6 +10,7 @@ import textwrap
 from pathlib import Path
 
 from pluto_offline import journal as J
+from tests.fixtures.server import user_config
 from tests.ops.conftest import ROOT, by_run_id, cli, needs_sdk, status_json
 
 # Logs until told to stop on stdin, then finishes.
@@ -68,7 +69,7 @@ def test_export_inside_push_outside_twice(pluto_server, tmp_path: Path) -> None:
     assert row["synced"] and row["server_id"], row
     assert pluto_server.metric_counts(row["server_id"])["stored"] == exported
     server_run = pluto_server.get_run(row["server_id"])
-    assert server_run["config"] in ({"lr": 0.1}, '{"lr": 0.1}')
+    assert user_config(server_run["config"]) in ({"lr": 0.1}, '{"lr": 0.1}')
 
     before = pluto_server.request_counts()
     res = cli("push", str(snap), env=env)

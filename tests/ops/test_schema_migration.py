@@ -10,6 +10,7 @@ import pluto_offline as pluto
 from pluto_offline import journal
 from tests.badinput.helpers import status_rows
 from tests.fixtures.daemon import DaemonProcess, wait_for
+from tests.fixtures.server import user_config
 
 
 def _schema_1(jdir: Path) -> Path:
@@ -23,6 +24,7 @@ def _schema_1(jdir: Path) -> Path:
     conn = sqlite3.connect(file)
     conn.execute("ALTER TABLE delivery DROP COLUMN reassert_due")
     conn.execute("ALTER TABLE delivery DROP COLUMN reassert_kinds")
+    conn.execute("ALTER TABLE delivery DROP COLUMN resent")
     conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
     conn.commit()
     conn.close()
@@ -56,10 +58,10 @@ def test_the_daemon_migrates_a_schema_1_journal_and_delivers_it(tmp_path, pluto_
                  what="the run delivered")
         daemon.terminate()
     with journal.Journal.open(tmp_path, readonly=True) as j:
-        assert (j.schema, j.meta("schema_version")) == (2, "2")
-    assert {"reassert_due", "reassert_kinds"} <= _columns(file)
+        assert (j.schema, j.meta("schema_version")) == (3, "3")
+    assert {"reassert_due", "reassert_kinds", "resent"} <= _columns(file)
     run = pluto_server.list_runs("old")[0]
-    assert run["config"] == {"lr": 0.1}
+    assert user_config(run["config"]) == {"lr": 0.1}
     assert len(pluto_server.metrics(run["id"], "old", "loss")) == 50
     [row] = status_rows(tmp_path)
     assert row["synced"] and row["pending"] == 0

@@ -1,0 +1,180 @@
+"""What the journals of a run have recorded on the server about their own delivery.
+
+Journals of one run never talk to each other (docs/delivery.md): what one must know of another
+is kept on the run itself, in its config under ``plutoOffline`` (the server deep-merges config
+updates, so writers of different keys never overwrite each other)::
+
+    {"plutoOffline": {
+        "delivered": {"<journal id>:<run key>": 412},   # string series sent up to seq 412
+        "configTimes": {"lr": 1732950000123, "opt": {"wd": 1732950000456}},
+        "tagsTime": 1732950000789}}
+
+- ``delivered``: the highest journal seq of records the server does not deduplicate (string
+  series; pluto-api.md: ``/ingest/data`` keeps every line) that reached the server from a
+  journal, whichever copy of it (an export carries the journal id) sent them. A copy skips
+  what is at or below it, so pushing an export and then the original sends each record once.
+- ``configTimes``: the config's shape, with the event time (ms) of the value on the server at
+  each leaf; ``tagsTime``: the time of the tags on the server. A config or tags event older
+  than what the server holds is not sent: the value last set **by event time** stays,
+  whatever order the journals arrive in.
+
+Everything unmarked (a run's config from the stock SDK or the UI) counts as older than any
+journaled event. Limits, as for the status marker (finalstate.py): a read and the write it
+decides are two requests, so two processes delivering the same run at the same instant can
+interleave (one process serializes them per run); a data request whose answer was lost is sent
+again, which can store its lines twice — the journal counts such resends
+(``journal.note_resent``) so that ``plutosync status`` can say so.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from syncd.client import PlutoClient
+
+KEY = "plutoOffline"
+_FIELD = f"config.{KEY}"
+
+
+@dataclass
+class Ledger:
+    """The ``config.plutoOffline`` of one run, as read from the server."""
+
+    delivered: dict[str, int] = field(default_factory=dict)
+    config_times: dict[str, Any] = field(default_factory=dict)
+    tags_time: int | None = None
+
+    @classmethod
+    def read(cls, client: PlutoClient, server_id: int) -> Ledger:
+        """Read it (streamed: the rest of the config is parsed past, never held)."""
+        raw = client.run_fields(server_id, (_FIELD,)).get(_FIELD)
+        if not isinstance(raw, dict):
+            return cls()
+        delivered = raw.get("delivered")
+        times = raw.get("configTimes")
+        tags_time = raw.get("tagsTime")
+        return cls(
+            {k: v for k, v in delivered.items() if _is_int(v)} if isinstance(delivered, dict)
+            else {},
+            times if isinstance(times, dict) else {},
+            tags_time if _is_int(tags_time) else None,
+        )
+
+    def delivered_up_to(self, copy: str) -> int:
+        return self.delivered.get(copy, 0)
+
+
+def copy_key(journal_id: str, run_key: int) -> str:
+    """The ledger's name for one run of one journal (and of every copy of that journal)."""
+    return f"{journal_id}:{run_key}"
+
+
+def record_delivered(client: PlutoClient, server_id: int, copy: str, seq: int) -> None:
+    client.update_config(server_id, json.dumps({KEY: {"delivered": {copy: seq}}}))
+
+
+# ---------------------------------------------------------------------- config by time
+def later_config(delta: dict[str, Any], times: Any, server_times: dict[str, Any]
+                 ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The part of ``delta`` the server should take, and its times to record.
+
+    ``times`` is one event time (ms) for every leaf of ``delta``, or a mirror of ``delta``
+    with a time per leaf (a config folded from several events). A leaf is kept unless the
+    server holds a later time at its path, above it (a parent set later as a whole) or below
+    it (a key inside it set later). Equal times are kept: a copy of the same event.
+
+    >>> later_config({"lr": 0.1, "opt": {"wd": 1}}, 5, {"lr": 9, "opt": {"wd": 2}})
+    ({'opt': {'wd': 1}}, {'opt': {'wd': 5}})
+    """
+    kept: dict[str, Any] = {}
+    marks: dict[str, Any] = {}
+    for path, value in _leaves(delta):
+        at = _at(times, path)
+        if at is None or _later_on_server(server_times, path, at):
+            continue
+        _put(kept, path, value)
+        _put(marks, path, at)
+    return kept, marks
+
+
+def config_update(kept: dict[str, Any], marks: dict[str, Any],
+                  tags_time: int | None = None) -> dict[str, Any]:
+    """One config/update body: the values and their times, merged by the server at once."""
+    mark: dict[str, Any] = {}
+    if marks:
+        mark["configTimes"] = marks
+    if tags_time is not None:
+        mark["tagsTime"] = tags_time
+    return {**kept, KEY: mark} if mark else dict(kept)
+
+
+def leaf_count(value: dict[str, Any]) -> int:
+    return sum(1 for _ in _leaves(value))
+
+
+def _leaves(value: dict[str, Any], path: tuple[str, ...] = ()
+            ) -> Iterator[tuple[tuple[str, ...], Any]]:
+    for k, v in value.items():
+        if k == KEY and not path:
+            continue  # never the ledger itself
+        if isinstance(v, dict) and v:
+            yield from _leaves(v, (*path, k))
+        else:
+            yield (*path, k), v
+
+
+def _at(times: Any, path: tuple[str, ...]) -> int | None:
+    for k in path:
+        if _is_int(times):
+            return times
+        if not isinstance(times, dict) or k not in times:
+            return None
+        times = times[k]
+    return times if _is_int(times) else None
+
+
+def _later_on_server(server: Any, path: tuple[str, ...], at: int) -> bool:
+    node = server
+    for k in path:
+        if _is_int(node):
+            return node > at  # an ancestor set later as a whole
+        if not isinstance(node, dict) or k not in node:
+            return False
+        node = node[k]
+    return any(t > at for t in _times(node))
+
+
+def _times(node: Any) -> Iterator[int]:
+    if _is_int(node):
+        yield node
+    elif isinstance(node, dict):
+        for v in node.values():
+            yield from _times(v)
+
+
+def _put(target: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    for k in path[:-1]:
+        if not isinstance(target.get(k), dict):
+            target[k] = {}  # a value set whole before, now set key by key
+        target = target[k]
+    target[path[-1]] = value
+
+
+def fold_times(history: Iterable[tuple[int, dict[str, Any]]]) -> dict[str, Any]:
+    """The time of each leaf's last set, from ``(time_ms, delta)`` in journal order.
+
+    >>> fold_times([(1, {"a": 1, "o": {"x": 1}}), (2, {"o": {"y": 2}}), (3, {"o": 5})])
+    {'a': 1, 'o': 3}
+    """
+    mirror: dict[str, Any] = {}
+    for at, delta in history:
+        for path, _ in _leaves(delta):
+            _put(mirror, path, at)
+    return mirror
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)

@@ -1,0 +1,193 @@
+"""Copies of one journal, and journals of one run that set the same config and tags (issue 8).
+
+- An export taken while the job ran, another after it ended, and the original journal later:
+  string series (which the server keeps every copy of) arrive exactly once, pushed one after
+  another or together.
+- Config keys and tags set by several journals: the value set last **by event time** stays on
+  the server, whatever order the journals arrive in.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from pluto_offline import journal
+from pluto_offline.journal import history
+from tests.chaos.oracle import server_strings
+from tests.daemon.test_many_journals import push, the_run
+from tests.daemon.test_sdk_jobs import finished, job, steps
+from tests.fixtures.daemon import JournalBuilder, wait_for
+from tests.fixtures.server import LEDGER_KEY, user_config
+from tests.ops.conftest import cli
+
+COPIED = """
+    import pathlib
+    gate = pathlib.Path(os.environ["GATE"])
+    run = pluto.init(name="copied")
+    for i in range(20):
+        if i == 10:
+            print("half", flush=True)
+            while not gate.exists():
+                time.sleep(0.02)
+        run.log({"train/loss": 1.0 / (i + 1), "note": f"step {i}"}, step=i)
+    run.finish()
+"""
+
+
+def _copies(tmp_path):
+    """The job's journal and two exports of it: taken at step 10 while it ran, and after."""
+    src = tmp_path / "node"
+    gate = tmp_path / "gate"
+    proc = job(src, COPIED, GATE=str(gate))
+    assert proc.stdout.readline().strip() == b"half"
+    time.sleep(0.3)  # the writer thread commits the first half
+    x0, x1 = tmp_path / "carry" / "x0.db", tmp_path / "carry" / "x1.db"
+    x0.parent.mkdir()
+    res = cli("export", "--dir", str(src), "--out", str(x0))
+    assert res.returncode == 0, res.stderr
+    gate.touch()
+    assert finished(proc) == 0
+    res = cli("export", "--dir", str(src), "--out", str(x1))
+    assert res.returncode == 0, res.stderr
+    return src, x0, x1
+
+
+def _notes(server, run) -> list[tuple[str, int, str]]:
+    return sorted(server_strings(server, int(run["id"])))
+
+
+@pytest.mark.parametrize("order", ["one-by-one", "together"])
+def test_copies_of_one_journal_deliver_each_string_once(tmp_path, pluto_server, order):
+    src, x0, x1 = _copies(tmp_path)
+    with journal.Journal.open(x0, readonly=True) as j:
+        assert len([e for r in journal.all_runs(j) for e in
+                    journal.pending_events(j, r.key, after=0) if e.kind == "data"]) >= 1
+    if order == "together":
+        p = push(pluto_server, tmp_path / "p", x0, x1, src)
+        assert p.proc.returncode == 0, p.log()
+    else:
+        for k, what in enumerate((x0, x1, src)):
+            p = push(pluto_server, tmp_path / f"p{k}", what)
+            assert p.proc.returncode == 0, p.log()
+    run = the_run(pluto_server)
+    assert run["status"] == "COMPLETED"
+    assert steps(pluto_server, run, "train/loss") == list(range(20))
+    assert _notes(pluto_server, run) == sorted(("note", i, f"step {i}") for i in range(20))
+    # how far each journal's strings reached the server is kept on the run, one entry per
+    # journal (the copies share the original's id)
+    delivered = run["config"][LEDGER_KEY]["delivered"]
+    with journal.Journal.open(src, readonly=True) as j:
+        [row] = journal.all_runs(j)
+        assert list(delivered) == [f"{j.id}:{row.key}"]
+        assert history.resent(j, row.key) == 0
+    # a run whose id the job did not choose keeps no config/tags times: nobody else can join
+    assert set(run["config"][LEDGER_KEY]) == {"delivered"}
+
+
+def test_a_string_batch_the_daemon_sent_without_an_answer_is_counted(tmp_path, pluto_server):
+    """The one window the contract leaves open: the server stored a data request whose answer
+    was lost. It is sent again (nothing is lost) and the journal counts the resend."""
+    jb = JournalBuilder(tmp_path / "j")
+    key = jb.run("resent")
+    jb.event(key, "data", json.dumps({"time": 1, "data": "a", "dataType": "string-series",
+                                      "logName": "note", "step": 0}), raw=True, step=0)
+    jb.status(key, "COMPLETED")
+    jb.close()
+    pluto_server.fault("reset", "/ingest/data", count=1)  # applied, then the answer is cut
+    p = push(pluto_server, tmp_path / "p", tmp_path / "j")
+    assert p.proc.returncode == 0, p.log()
+    run = the_run(pluto_server)
+    assert _notes(pluto_server, run).count(("note", 0, "a")) >= 1
+    with journal.Journal.open(tmp_path / "j", readonly=True) as j:
+        assert history.resent(j, key) == 1
+
+
+T0 = 1_700_000_000_000
+
+
+def _training(path) -> None:
+    """The run's own journal: created at T0, its lr set again at T0+30 s, finished at T0+40 s."""
+    jb = JournalBuilder(path)
+    key = jb.run("shared", name="training", config={"lr": 0.1, "opt": {"wd": 1}},
+                 tags=["train"], created_at=T0)
+    jb.metrics(key, range(5))
+    jb.event(key, "config", {"lr": 0.3}, time=T0 + 30_000)
+    jb.status(key, "COMPLETED", time=T0 + 40_000)
+    jb.close()
+
+
+def _eval(path) -> None:
+    """Another node's job on the same run: attached at T0+10 s, set lr, opt.mom and the tags
+    at T0+20 s (between the training's create and its second lr), then closed."""
+    jb = JournalBuilder(path)
+    key = jb.run("shared", name="eval", created_at=T0 + 10_000, resume_ok=True)
+    jb.event(key, "config", {"lr": 0.2, "opt": {"mom": 0.9}}, time=T0 + 20_000)
+    jb.event(key, "tags", ["train", "evaluated"], time=T0 + 20_000)
+    jb.event(key, "close", time=T0 + 25_000)
+    with jb.j.transaction():  # its writer ended by close(), as the SDK journals it
+        journal.add_writer(jb.j, key, "eval-writer", pid=1, host="node-b")
+        journal.end_writer(jb.j, "eval-writer", "closed")
+    jb.close()
+
+
+@pytest.mark.parametrize("order", ["training-first", "eval-first", "together"])
+def test_config_and_tags_are_as_last_set_by_time_in_any_order(tmp_path, pluto_server, order):
+    _training(tmp_path / "a")
+    _eval(tmp_path / "b")
+    paths = [tmp_path / "a", tmp_path / "b"]
+    if order == "together":
+        p = push(pluto_server, tmp_path / "p", *paths)
+        assert p.proc.returncode == 0, p.log()
+    else:
+        if order == "eval-first":
+            paths.reverse()
+            # the eval journal only attached: it waits for the training's journal (a
+            # daemon beside it, here), which then creates the run
+            first = push_in_background(pluto_server, tmp_path / "p0", paths[0])
+            p = push(pluto_server, tmp_path / "p1", paths[1])
+            assert p.proc.returncode == 0, p.log()
+            assert first.wait(60) == 0, first.log()
+        else:
+            for k, path in enumerate(paths):
+                p = push(pluto_server, tmp_path / f"p{k}", path)
+                assert p.proc.returncode == 0, p.log()
+    run = the_run(pluto_server)
+    assert run["name"] == "training" and run["status"] == "COMPLETED"
+    # lr: the training's T0+30 s beats the eval's T0+20 s; opt: keys of both
+    assert user_config(run["config"]) == {"lr": 0.3, "opt": {"wd": 1, "mom": 0.9}}
+    # tags: the eval's T0+20 s beats the training's create (T0)
+    assert sorted(run["tags"]) == ["evaluated", "train"]
+    times = run["config"][LEDGER_KEY]
+    assert times["configTimes"]["lr"] == T0 + 30_000 and times["tagsTime"] == T0 + 20_000
+
+
+def test_an_older_tags_set_arriving_later_is_left_out(tmp_path, pluto_server):
+    """Tags are replaced whole: the later set by time stays, whichever journal comes last."""
+    a = JournalBuilder(tmp_path / "a")
+    ka = a.run("tagged", name="first", tags=["old"], created_at=T0, resume_ok=True)
+    a.event(ka, "tags", ["old", "early"], time=T0 + 5_000)
+    a.status(ka, "COMPLETED", time=T0 + 6_000)
+    a.close()
+    b = JournalBuilder(tmp_path / "b")
+    kb = b.run("tagged", name="second", created_at=T0 + 7_000, resume_ok=True)
+    b.event(kb, "tags", ["late"], time=T0 + 8_000)
+    b.status(kb, "COMPLETED", time=T0 + 9_000)
+    b.close()
+    for k, path in enumerate((tmp_path / "b", tmp_path / "a")):
+        p = push(pluto_server, tmp_path / f"p{k}", path)
+        assert p.proc.returncode == 0, p.log()
+    run = the_run(pluto_server)
+    assert run["tags"] == ["late"]
+    assert run["status"] == "COMPLETED"
+
+
+def push_in_background(server, where, *paths):
+    from tests.fixtures.daemon import DaemonProcess
+
+    p = DaemonProcess(server, where, *map(str, paths), "--timeout", "30", command="push",
+                      env={"COLUMNS": "200"})
+    wait_for(lambda: p.log_path.exists(), what="push started")
+    return p
