@@ -30,7 +30,8 @@ def summarize(results: list[Result], seconds: float) -> dict:
     for k in FAILURES:
         total[k] = sum(getattr(r.counts, k) for r in results)
     total["multi_journal"] = sum(r.multi for r in results)
-    for k in ("points_checked", "strings_checked", "absorbed_duplicates", "runs"):
+    for k in ("points_checked", "strings_checked", "absorbed_duplicates", "resent_strings",
+              "runs"):
         total[k] = sum(getattr(r.counts, k) for r in results)
     total["faults_fired"] = sum(r.faults_fired for r in results)
     chaos: dict[str, int] = {}
@@ -63,6 +64,8 @@ def table(total: dict) -> str:
     rows += [("runs checked", total["runs"]), ("metric points checked", total["points_checked"]),
              ("string-series records checked", total["strings_checked"]),
              ("replays absorbed by the server", total["absorbed_duplicates"]),
+             ("string rows stored twice after no answer (counted by the journals)",
+              total["resent_strings"]),
              ("faults fired", total["faults_fired"])]
     rows += [(k, v) for k, v in total["chaos"].items()]
     rows += [("drain median / max (s)", f"{total['drain_s_median']} / {total['drain_s_max']}"),
