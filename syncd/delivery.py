@@ -132,18 +132,22 @@ class Delivery:
             log.error("run %s: %s", ctx.label, conflict)
             raise Hold(conflict, stuck=True)
         fresh = not answer.get("resumed")
+        sid = int(answer["runId"])
         config = p.get("config")
-        if config or (fresh and "tags" in body):
-            # Acked only with the create: after a crash in between, both are sent again.
-            try:
-                if config and not isinstance(config, dict):  # the server says why not
-                    self.client.update_config(int(answer["runId"]), json.dumps(config))
-                else:
-                    shared.send_config(self.client, self.j, row, int(answer["runId"]),
-                                       config or {}, ev.time, fresh=fresh,
-                                       tags_time=ev.time if fresh and "tags" in body else None)
-            except RejectedError as exc:
-                self._part_refused(ctx, ev, "config", exc)
+        tags = list(p.get("tags") or []) if "tags" in body else []
+        # Acked only with the create: after a crash in between, all is sent again.
+        more = shared.create_marks(self.j, row, tags, ev.time) if fresh else {}
+        try:
+            if config and not isinstance(config, dict):  # the server says why not
+                self.client.update_config(sid, json.dumps(config))
+            elif config or more:
+                shared.send_config(self.client, self.j, row, sid, config or {}, ev.time,
+                                   fresh=fresh, more=more)
+        except RejectedError as exc:
+            self._part_refused(ctx, ev, "config", exc)
+        if not fresh:
+            shared.create_found_run(self.client, self.j, row, sid, list(p.get("tags") or []),
+                                    ev.time)
         how = "re-attached" if answer.get("resumed") and not replay else "created"
         self._opened(ctx, ev, answer, how, fresh=fresh)
 
@@ -439,7 +443,7 @@ class Delivery:
         journal delivered (the server's ledger), send the rest, then note it there."""
         sid = ctx.server_id
         assert sid is not None
-        done = shared.data_delivered(self.client, self.j, ctx.row, sid)
+        done, sending = shared.data_delivered(self.client, self.j, ctx.row, sid)
         fresh = [ev for ev in events if ev.seq > done]
         if len(fresh) < len(events):
             skipped = len(events) - len(fresh)
@@ -448,10 +452,12 @@ class Delivery:
                      "journal; not sent again", ctx.label, skipped)
             if not fresh:
                 return
-        # sent before without an answer: the server may hold them already (it offers no way
-        # to tell): counted, so that status can say so
-        sent_before = journal.sent_seq(self.j, ctx.row.key)
+        # sent before without an answer (by this copy, or by another: the server's note):
+        # the server may hold them already and offers no way to tell; counted, for status
+        sent_before = max(journal.sent_seq(self.j, ctx.row.key), sending)
         history.note_resent(self.j, ctx.row.key, sum(ev.seq <= sent_before for ev in fresh))
+        if fresh[-1].seq > sending:
+            shared.record_sending(self.client, self.j, ctx.row, sid, fresh[-1].seq)
         journal.mark_sent(self.j, ctx.row.key, fresh[-1].seq)
         self._send_isolating(ctx, fresh, self.client.ingest_data)
         try:

@@ -6,17 +6,24 @@ updates, so writers of different keys never overwrite each other)::
 
     {"plutoOffline": {
         "delivered": {"<journal id>:<run key>": 412},   # string series sent up to seq 412
+        "sending": {"<journal id>:<run key>": 430},     # ... and a request up to 430 went out
         "configTimes": {"lr": 1732950000123, "opt": {"wd": 1732950000456}},
-        "tagsTime": 1732950000789}}
+        "tagsTime": 1732950000789, "tagsCreate": false, "firstCreate": 1732950000000}}
 
 - ``delivered``: the highest journal seq of records the server does not deduplicate (string
   series; pluto-api.md: ``/ingest/data`` keeps every line) that reached the server from a
   journal, whichever copy of it (an export carries the journal id) sent them. A copy skips
   what is at or below it, so pushing an export and then the original sends each record once.
+  ``sending`` is noted before each request: above ``delivered``, a request whose outcome its
+  sender never learnt, so a copy sending those records again counts them as possibly twice.
 - ``configTimes``: the config's shape, with the event time (ms) of the value on the server at
   each leaf; ``tagsTime``: the time of the tags on the server. A config or tags event older
   than what the server holds is not sent: the value last set **by event time** stays,
   whatever order the journals arrive in.
+- ``firstCreate``: the time of the earliest create seen; ``tagsCreate``: the tags on the
+  server came with a create. A create's tags count only if it is the run's first create by
+  time (the server ignores the tags of a create that finds the run, pluto-api.md): tags that
+  came with a create found not to be the first count for nothing.
 
 Everything unmarked (a run's config from the stock SDK or the UI) counts as older than any
 journaled event. Limits, as for the status marker (finalstate.py): a read and the write it
@@ -44,8 +51,11 @@ class Ledger:
     """The ``config.plutoOffline`` of one run, as read from the server."""
 
     delivered: dict[str, int] = field(default_factory=dict)
+    sending: dict[str, int] = field(default_factory=dict)
     config_times: dict[str, Any] = field(default_factory=dict)
     tags_time: int | None = None
+    tags_create: bool = False
+    first_create: int | None = None
 
     @classmethod
     def read(cls, client: PlutoClient, server_id: int) -> Ledger:
@@ -54,14 +64,25 @@ class Ledger:
         if not isinstance(raw, dict):
             return cls()
         delivered = raw.get("delivered")
+        sending = raw.get("sending")
         times = raw.get("configTimes")
         tags_time = raw.get("tagsTime")
+        first = raw.get("firstCreate")
         return cls(
-            {k: v for k, v in delivered.items() if _is_int(v)} if isinstance(delivered, dict)
-            else {},
+            _ints(delivered),
+            _ints(sending),
             times if isinstance(times, dict) else {},
             tags_time if _is_int(tags_time) else None,
+            raw.get("tagsCreate") is True,
+            first if _is_int(first) else None,
         )
+
+    def tags_in_force(self) -> int | None:
+        """The time of the tags on the server, or None when none count: unmarked, or they came
+        with a create that turned out not to be the run's first."""
+        if self.tags_create and self.tags_time != self.first_create:
+            return None
+        return self.tags_time
 
     def delivered_up_to(self, copy: str) -> int:
         return self.delivered.get(copy, 0)
@@ -74,6 +95,14 @@ def copy_key(journal_id: str, run_key: int) -> str:
 
 def record_delivered(client: PlutoClient, server_id: int, copy: str, seq: int) -> None:
     client.update_config(server_id, json.dumps({KEY: {"delivered": {copy: seq}}}))
+
+
+def record_sending(client: PlutoClient, server_id: int, copy: str, seq: int) -> None:
+    client.update_config(server_id, json.dumps({KEY: {"sending": {copy: seq}}}))
+
+
+def _ints(value: Any) -> dict[str, int]:
+    return {k: v for k, v in value.items() if _is_int(v)} if isinstance(value, dict) else {}
 
 
 # ---------------------------------------------------------------------- config by time
@@ -101,14 +130,18 @@ def later_config(delta: dict[str, Any], times: Any, server_times: dict[str, Any]
 
 
 def config_update(kept: dict[str, Any], marks: dict[str, Any],
-                  tags_time: int | None = None) -> dict[str, Any]:
-    """One config/update body: the values and their times, merged by the server at once."""
-    mark: dict[str, Any] = {}
+                  more: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One config/update body: the values and their times (and ``more`` ledger fields, e.g.
+    ``tags_mark``'s), merged by the server at once."""
+    mark: dict[str, Any] = dict(more or {})
     if marks:
         mark["configTimes"] = marks
-    if tags_time is not None:
-        mark["tagsTime"] = tags_time
     return {**kept, KEY: mark} if mark else dict(kept)
+
+
+def tags_mark(at: int, *, create: bool) -> dict[str, Any]:
+    """The ledger fields for tags set at ``at`` (ms), by a create or by a tags event."""
+    return {"tagsTime": at, "tagsCreate": create}
 
 
 def leaf_count(value: dict[str, Any]) -> int:

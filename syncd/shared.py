@@ -22,11 +22,11 @@ log = logging.getLogger("plutosync")
 
 def send_config(client: PlutoClient, j: journal.Journal, row: journal.RunRow, server_id: int,
                 delta: dict[str, Any], times: Any, *, fresh: bool = False,
-                tags_time: int | None = None) -> int:
+                more: dict[str, Any] | None = None) -> int:
     """Merge ``delta`` (set at ``times``: one ms value, or a mirror per leaf) into the run's
     config, leaving out what another journal set later. ``fresh``: the run was just created
-    by this request's journal (nothing to read back). ``tags_time``: the create's tags were
-    set then (recorded in the same request)."""
+    by this request's journal (nothing to read back). ``more``: other ledger fields to record
+    in the same request (a fresh create's tags and time)."""
     if not history.shared_run(j, row.key):
         if not delta:
             return 0
@@ -38,7 +38,7 @@ def send_config(client: PlutoClient, j: journal.Journal, row: journal.RunRow, se
         if ledger.leaf_count(kept) < ledger.leaf_count(delta):
             log.info("run %s/%s: config keys set later by another journal were left as they "
                      "are", row.project, row.name or row.run_id)
-        body = ledger.config_update(kept, marks, tags_time)
+        body = ledger.config_update(kept, marks, more)
         if not body:
             return 0 if fresh else 1
         client.update_config(server_id, json.dumps(body))
@@ -52,24 +52,66 @@ def send_tags(client: PlutoClient, j: journal.Journal, row: journal.RunRow, serv
         client.update_tags(server_id, tags)
         return 1
     with finalstate.run_lock(row.project, row.run_id):
-        held = ledger.Ledger.read(client, server_id).tags_time
+        held = ledger.Ledger.read(client, server_id).tags_in_force()
         if held is not None and held > at:
             log.info("run %s/%s: its tags were set later by another journal; left as they "
                      "are", row.project, row.name or row.run_id)
             return 1
-        # the time first: a crash between the two leaves a time newer than the tags, which
-        # this journal's own retry (its event is not acked) then makes true
-        client.update_config(server_id, json.dumps(ledger.config_update({}, {}, at)))
-        client.update_tags(server_id, tags)
+        _set_tags(client, server_id, tags, ledger.tags_mark(at, create=False))
         return 3
 
 
+def create_marks(j: journal.Journal, row: journal.RunRow, tags: list[str],
+                 at: int) -> dict[str, Any]:
+    """The ledger fields a create that made the run records (with its config, one request)."""
+    if not history.shared_run(j, row.key):
+        return {}
+    return {"firstCreate": at, **(ledger.tags_mark(at, create=True) if tags else {})}
+
+
+def create_found_run(client: PlutoClient, j: journal.Journal, row: journal.RunRow,
+                     server_id: int, tags: list[str], at: int) -> int:
+    """A create delivered at ``at`` (ms) found the run made by another journal's create. If it
+    is the earlier create by time, it is the run's first: record that, and give the run its
+    tags unless tags were set later (the server ignored the tags it carried)."""
+    if not history.shared_run(j, row.key):
+        return 0
+    with finalstate.run_lock(row.project, row.run_id):
+        led = ledger.Ledger.read(client, server_id)
+        if led.first_create is None or led.first_create <= at:
+            return 1  # a later create (or the run predates plutosync's marks): tags ignored
+        first = {"firstCreate": at}
+        # tags that came with the other create count for nothing now: it was not the first
+        held = None if led.tags_create else led.tags_time
+        if tags and (held is None or held < at):
+            _set_tags(client, server_id, tags, {**first, **ledger.tags_mark(at, create=True)})
+            return 3
+        client.update_config(server_id, json.dumps(ledger.config_update({}, {}, first)))
+        return 2
+
+
+def _set_tags(client: PlutoClient, server_id: int, tags: list[str],
+              mark: dict[str, Any]) -> None:
+    # the mark first: a crash between the two leaves a mark newer than the tags, which this
+    # journal's own retry (its event is not acked) then makes true
+    client.update_config(server_id, json.dumps(ledger.config_update({}, {}, mark)))
+    client.update_tags(server_id, tags)
+
+
 def data_delivered(client: PlutoClient, j: journal.Journal, row: journal.RunRow,
-                   server_id: int) -> int:
-    """The highest seq of this journal's string series (of this run) that any copy of the
-    journal delivered (0: none)."""
+                   server_id: int) -> tuple[int, int]:
+    """``(delivered, sending)``: the highest seq of this journal's string series (of this run)
+    that any copy of the journal delivered, and that any copy sent a request for (0: none)."""
     copy = ledger.copy_key(j.id, row.key)
-    return ledger.Ledger.read(client, server_id).delivered_up_to(copy)
+    led = ledger.Ledger.read(client, server_id)
+    return led.delivered_up_to(copy), led.sending.get(copy, 0)
+
+
+def record_sending(client: PlutoClient, j: journal.Journal, row: journal.RunRow,
+                   server_id: int, seq: int) -> None:
+    """Note on the server, before the request goes, that string series up to ``seq`` are
+    being sent."""
+    ledger.record_sending(client, server_id, ledger.copy_key(j.id, row.key), seq)
 
 
 def record_data(client: PlutoClient, j: journal.Journal, row: journal.RunRow, server_id: int,

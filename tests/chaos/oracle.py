@@ -20,8 +20,8 @@ and, for multi-journal schedules (one run written from several journals):
 
 - ``dup_data``: a string-series record stored more than once (the server does not deduplicate
   ``/ingest/data``: copies of one journal pushed must not send it twice);
-- ``conflict``: a journal held as a conflict with the run, or the run not named after the
-  journal that created it without ``resume=True``;
+- ``conflict``: a journal held as a conflict with the run, or the run named after a journal
+  that only attached to it (``resume=True``, then ``close()``: it must never create the run);
 - ``unrecorded``: a planted refused input (a string config) not recorded in its journal's
   ``rejected`` table with a reason;
 - ``push_errors``: a ``plutosync push`` (or ``export``) that crashed, exited with another code
@@ -498,9 +498,13 @@ def expected_multi(schedule: Schedule, run_id: str, reports: dict[str, list[dict
         events.append(StatusEvent("RUNNING", start["t"] if start else at - 5, at,
                                   f"{w.name} in {w.journal}: init()"))
         run_name = w.run_name or w.name
-        names.append(run_name)
         if not w.attaches:
             creators.append(run_name)
+        elif w.end != "close" or launch.signalled is not None:
+            # an attaching journal that ends the run (or is cut) creates it when it arrives
+            # first: the server cannot rename a run afterwards (pluto-api.md), so its name is
+            # that of the first create to reach it (docs/delivery.md, limits)
+            names.append(run_name)
         if w.bad == "config_str":
             check_config = False
         config = huge_config() if w.bad == "huge_config" else w.config
@@ -582,7 +586,7 @@ def expected_multi(schedule: Schedule, run_id: str, reports: dict[str, list[dict
             "states": states,
             "configs": _alternatives(configs, _merge_all) if check_config and configs else [],
             "tags": tags, "config_sets": sorted(configs, key=lambda x: x[0]),
-            "tag_sets": sorted(tag_sets, key=lambda x: x[0]), "names": sorted(set(creators or names)),
+            "tag_sets": sorted(tag_sets, key=lambda x: x[0]), "names": sorted(set(creators + names)),
             "journals": sorted(by_journal)}
 
 

@@ -19,7 +19,7 @@ from pluto_offline.journal import history
 from tests.chaos.oracle import server_strings
 from tests.daemon.test_many_journals import push, the_run
 from tests.daemon.test_sdk_jobs import finished, job, steps
-from tests.fixtures.daemon import JournalBuilder, wait_for
+from tests.fixtures.daemon import DaemonProcess, JournalBuilder, wait_for
 from tests.fixtures.server import LEDGER_KEY, user_config
 from tests.ops.conftest import cli
 
@@ -84,7 +84,7 @@ def test_copies_of_one_journal_deliver_each_string_once(tmp_path, pluto_server, 
         assert list(delivered) == [f"{j.id}:{row.key}"]
         assert history.resent(j, row.key) == 0
     # a run whose id the job did not choose keeps no config/tags times: nobody else can join
-    assert set(run["config"][LEDGER_KEY]) == {"delivered"}
+    assert set(run["config"][LEDGER_KEY]) == {"delivered", "sending"}
 
 
 def test_a_string_batch_the_daemon_sent_without_an_answer_is_counted(tmp_path, pluto_server):
@@ -143,13 +143,14 @@ def test_config_and_tags_are_as_last_set_by_time_in_any_order(tmp_path, pluto_se
         assert p.proc.returncode == 0, p.log()
     else:
         if order == "eval-first":
-            paths.reverse()
-            # the eval journal only attached: it waits for the training's journal (a
-            # daemon beside it, here), which then creates the run
-            first = push_in_background(pluto_server, tmp_path / "p0", paths[0])
-            p = push(pluto_server, tmp_path / "p1", paths[1])
-            assert p.proc.returncode == 0, p.log()
-            assert first.wait(60) == 0, first.log()
+            # the eval journal only attached: its daemon waits for the training's journal,
+            # which then creates the run
+            with DaemonProcess(pluto_server, paths[1]) as daemon:
+                wait_for(lambda: "waiting for run 'shared'" in daemon.log(), timeout=30,
+                         what="the eval journal waiting for its creator")
+                p = push(pluto_server, tmp_path / "p1", paths[0])
+                assert p.proc.returncode == 0, p.log()
+                wait_for(lambda: _synced(paths[1]), timeout=60, what="the eval journal delivered")
         else:
             for k, path in enumerate(paths):
                 p = push(pluto_server, tmp_path / f"p{k}", path)
@@ -184,10 +185,38 @@ def test_an_older_tags_set_arriving_later_is_left_out(tmp_path, pluto_server):
     assert run["status"] == "COMPLETED"
 
 
-def push_in_background(server, where, *paths):
-    from tests.fixtures.daemon import DaemonProcess
+def _synced(path) -> bool:
+    with journal.Journal.open(path, readonly=True) as j:
+        return not journal.runs_with_pending(j)
 
-    p = DaemonProcess(server, where, *map(str, paths), "--timeout", "30", command="push",
-                      env={"COLUMNS": "200"})
-    wait_for(lambda: p.log_path.exists(), what="push started")
-    return p
+
+def _alloc(path, k: int, *, tags: list[str], at: int, tags_set: list[str] | None = None) -> None:
+    """A Slurm allocation's journal: init(run_id="alloc-run", resume=True, tags=...) at
+    ``at``, maybe an add_tags 5 s later, then the end (the last one finishes)."""
+    jb = JournalBuilder(path)
+    key = jb.run("alloc-run", name="slurm", tags=tags, created_at=at, resume_ok=True)
+    jb.metrics(key, range(10 * k, 10 * k + 10))
+    if tags_set is not None:
+        jb.event(key, "tags", tags_set, time=at + 5_000)
+    jb.status(key, "COMPLETED" if k == 2 else "TERMINATED", time=at + 9_000)
+    jb.close()
+
+
+@pytest.mark.parametrize("with_set", [False, True], ids=["first-create", "a-later-set"])
+def test_tags_of_the_first_create_or_a_later_set_win_over_a_later_create(tmp_path, pluto_server,
+                                                                         with_set):
+    """Allocations delivered newest first: the newest one's create makes the run with its
+    tags, yet the run's tags are those of its first create by time (the server ignores the
+    tags of a create that finds the run), or of a later add_tags."""
+    _alloc(tmp_path / "a0", 0, tags=["first"], at=T0)
+    _alloc(tmp_path / "a1", 1, tags=["second"], at=T0 + 10_000,
+           tags_set=["first", "added"] if with_set else None)
+    _alloc(tmp_path / "a2", 2, tags=["third"], at=T0 + 20_000)
+    for k in (2, 1, 0):
+        p = push(pluto_server, tmp_path / f"p{k}", tmp_path / f"a{k}")
+        assert p.proc.returncode == 0, p.log()
+    run = the_run(pluto_server)
+    assert run["status"] == "COMPLETED"
+    assert sorted(run["tags"]) == (["added", "first"] if with_set else ["first"])
+    assert run["config"][LEDGER_KEY]["firstCreate"] == T0
+    assert steps(pluto_server, run, "train/loss") == list(range(30))
