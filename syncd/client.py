@@ -133,12 +133,6 @@ class PlutoClient:
                          params={"projectName": project})
 
     # ------------------------------------------------------------------ ingest service
-    def ingest_metrics(self, run_id: int, project: str, ndjson: bytes) -> None:
-        self._ingest("/ingest/metrics", run_id, project, ndjson)
-
-    def ingest_data(self, run_id: int, project: str, ndjson: bytes) -> None:
-        self._ingest("/ingest/data", run_id, project, ndjson)
-
     # ------------------------------------------------------------------ py service
     def heartbeat(self, run_id: int) -> dict[str, Any]:
         """The liveness ping; the answer may say ``{"status": "CANCELLED"}``."""
@@ -153,7 +147,8 @@ class PlutoClient:
                           json_body=body, params=params)
         return self._json(resp, self.settings.api_url + path)
 
-    def _ingest(self, path: str, run_id: int, project: str, ndjson: bytes) -> None:
+    def ingest(self, path: str, run_id: int, project: str, ndjson: bytes) -> None:
+        """POST NDJSON lines to an ingest endpoint (``path``: ``/ingest/metrics``, ...)."""
         headers = {
             "Content-Type": "application/x-ndjson",
             "X-Run-Id": str(run_id),

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from pluto_offline import journal
 from pluto_offline.journal import history
-from syncd import finalstate, ledger, runstate, shared
+from syncd import finalstate, kinds, ledger, runstate, shared
 from syncd.client import ClientError, RejectedError, TransientError
 from syncd.render import Renderer
 
@@ -67,11 +67,11 @@ class Delivery:
                     self._resume(ctx, cursor.take())
                 else:
                     self._update(ctx, cursor.take())
-        elif ev.kind in ("metrics", "data"):
+        elif ev.kind in kinds.INGEST:
             batch = cursor.take_batch(ev.kind, self.r.batch_bytes)
             if ev.kind == "metrics":
                 self.render.prefetch(cursor.ahead(self.r.batch_bytes))
-            self._ingest(ctx, batch)
+            self._ingest(ctx, batch, kinds.INGEST[ev.kind])
         elif ev.kind == "close":
             self.r.acked(ctx, cursor.take().seq, 1, requests=0)  # close sends nothing
         else:
@@ -431,16 +431,21 @@ class Delivery:
         return 2
 
     # ------------------------------------------------------------------ NDJSON ingest
-    def _ingest(self, ctx: RunCtx, events: list[journal.Event]) -> None:
-        if events[0].kind == "metrics":  # the server deduplicates them: a resend is harmless
-            self._send_isolating(ctx, events, self.client.ingest_metrics)
+    def _ingest(self, ctx: RunCtx, events: list[journal.Event], spec: kinds.IngestKind) -> None:
+        def send(run_id: int, project: str, ndjson: bytes) -> None:
+            self.client.ingest(spec.path, run_id, project, ndjson)
+
+        if spec.deduplicated:  # a resend is harmless
+            self._send_isolating(ctx, events, send)
             return
         with finalstate.run_lock(ctx.row.project, ctx.row.run_id):
-            self._data(ctx, events)
+            self._once(ctx, events, spec, send)
 
-    def _data(self, ctx: RunCtx, events: list[journal.Event]) -> None:
-        """String series, which the server keeps every copy of: skip what any copy of this
-        journal delivered (the server's ledger), send the rest, then note it there."""
+    def _once(self, ctx: RunCtx, events: list[journal.Event], spec: kinds.IngestKind,
+              send: Callable[[int, str, bytes], None]) -> None:
+        """Records the server keeps every copy of: skip what any copy of this journal
+        delivered (the run's ledger), send the rest, then note it there. The ledger counts
+        seqs, which grow through all of a run's events: one watermark serves every kind."""
         sid = ctx.server_id
         assert sid is not None
         done, sending = shared.data_delivered(self.client, self.j, ctx.row, sid)
@@ -448,8 +453,8 @@ class Delivery:
         if len(fresh) < len(events):
             skipped = len(events) - len(fresh)
             self.r.acked(ctx, events[skipped - 1].seq, skipped, requests=1 if not fresh else 0)
-            log.info("run %s: %d string-series events were delivered by another copy of this "
-                     "journal; not sent again", ctx.label, skipped)
+            log.info("run %s: %d events of %s were delivered by another copy of this "
+                     "journal; not sent again", ctx.label, skipped, spec.noun)
             if not fresh:
                 return
         # sent before without an answer (by this copy, or by another: the server's note):
@@ -459,15 +464,15 @@ class Delivery:
         if fresh[-1].seq > sending:
             shared.record_sending(self.client, self.j, ctx.row, sid, fresh[-1].seq)
         journal.mark_sent(self.j, ctx.row.key, fresh[-1].seq)
-        self._send_isolating(ctx, fresh, self.client.ingest_data)
+        self._send_isolating(ctx, fresh, send)
         try:
             shared.record_data(self.client, self.j, ctx.row, sid, fresh[-1].seq)
         except TransientError:
             self._ledger_due[ctx.row.key] = (sid, fresh[-1].seq)
             raise
         except ClientError as exc:  # only a later copy of this journal could resend them
-            log.warning("run %s: the server refused the note of delivered string series (%s)",
-                        ctx.label, exc.describe())
+            log.warning("run %s: the server refused the note of delivered %s (%s)",
+                        ctx.label, spec.noun, exc.describe())
 
     def _send_isolating(self, ctx: RunCtx, events: list[journal.Event],
                         send: Callable[[int, str, bytes], None]) -> None:
