@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from pluto_offline import lifecycle
 from pluto_offline.errors import JournalError
 from pluto_offline.journal import Journal, add_writer, append_event
+from pluto_offline.outage import Outage
 from pluto_offline.spill import HEADER_SIZE, RECORD, Spill
 
 if TYPE_CHECKING:
@@ -95,6 +96,7 @@ def _become_guest(run: Run) -> None:
     run.busy_thread = None
     run._j = None
     run._spill = Unattached(run, spill.formats, list(spill.schemas), spill.path)
+    run._outage = Outage()  # drops and backoff are the writer's: the child has its own
     if not run._guest:
         run._guest = True
         run._owner_pid = os.getppid()
@@ -131,6 +133,9 @@ class Unattached:
 
     def close(self, *, unlink: bool) -> None:
         pass
+
+    def set_dropped(self, counts: Any) -> None:
+        pass  # nothing is dropped before the child's own spill exists
 
     def _open(self) -> Spill | None:
         if self.refused is None:

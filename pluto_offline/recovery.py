@@ -71,7 +71,7 @@ def recover_orphans(j: Journal) -> int:
 
 def _recover_one(j: Journal, path: Path, writer_id: str) -> int:
     from pluto_offline import fold
-    from pluto_offline.journal import end_writer
+    from pluto_offline.journal import drops, end_writer
 
     try:
         fd = os.open(path, os.O_RDWR)
@@ -97,11 +97,16 @@ def _recover_one(j: Journal, path: Path, writer_id: str) -> int:
                 ).fetchone()
                 if row is not None:
                     run_key, after = row
-                    payloads, last, schemas = scan(buf, after)
-                    if payloads:
-                        fold.write(j, run_key, writer_id, payloads, last, schemas)
-                        folded = len(payloads)
-                    end_writer(j, writer_id, "killed")
+                    found = scan(buf, after)
+                    if found.records:
+                        fold.write(j, run_key, writer_id, found.records, found.last,
+                                   found.schemas)
+                        folded = len(found.records)
+                    if found.dropped:
+                        drops.record(j, writer_id, run_key, found.dropped)
+                    if found.end is not None:
+                        _journal_kept_end(j, run_key, writer_id, found.end)
+                    end_writer(j, writer_id, "killed")  # (no-op after a kept end)
         finally:
             if isinstance(buf, mmap.mmap):
                 buf.close()
@@ -109,6 +114,20 @@ def _recover_one(j: Journal, path: Path, writer_id: str) -> int:
         return folded
     finally:
         os.close(fd)
+
+
+def _journal_kept_end(j: Journal, run_key: int, writer_id: str, end: tuple) -> None:
+    """Journal the end a writer kept in its spill when the journal could not take it (a full
+    disk): its status (or close), at the time it happened, and the writer ended that way."""
+    from pluto_offline.journal import append_event, end_writer
+
+    status, metadata, at = end
+    if status is None:
+        append_event(j, run_key, "close", time=at)
+    else:
+        append_event(j, run_key, "status", time=at,
+                     payload={"status": status, "metadata": metadata})
+    end_writer(j, writer_id, status or "closed")
 
 
 def _remove_stale_new(path: Path) -> None:

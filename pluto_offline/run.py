@@ -26,16 +26,17 @@ from typing import Any
 
 from pluto_offline import fold, forking, lifecycle
 from pluto_offline.changes import StateChanges
+from pluto_offline.ending import RunEnd
 from pluto_offline.errors import JournalError
 from pluto_offline.identity import JournalIdentity
 from pluto_offline.ids import clean_chars
 from pluto_offline.journal import (
     Journal,
     _explain,
-    append_event,
-    end_writer,
+    drops,
     server_fields,
 )
+from pluto_offline.outage import Outage
 from pluto_offline.runinfo import RunInfo
 from pluto_offline.spill import Spill, SpillFull
 from pluto_offline.values import (
@@ -51,7 +52,7 @@ FLUSH_INTERVAL = 0.05
 _PLAIN_NUMBERS = frozenset((float, int))
 
 
-class Run(StateChanges, RunInfo):
+class Run(StateChanges, RunEnd, RunInfo):
     """One open run in this process (see ``pluto_offline.init``); its properties are
     :class:`RunInfo`'s."""
 
@@ -84,7 +85,7 @@ class Run(StateChanges, RunInfo):
         self._fork = fork
         self._server: tuple | None = None
         self._warned: set = set()
-        self._dropped = 0
+        self._outage = Outage()  # backoff while the journal cannot be written; drops counted
         self._lock = threading.RLock()  # the connection and the fold position
         self._append_lock = threading.Lock()  # the spill's write position and the step
         self._end_lock = threading.Lock()
@@ -189,9 +190,16 @@ class Run(StateChanges, RunInfo):
 
     def _append_failed(self, exc: Exception) -> None:
         if isinstance(exc, (SpillFull, JournalError)):
-            self._dropped += 1
-            self._warn_once(("full", str(exc)), f"log(): the journal cannot be written ({exc}) "
-                            "and the spill file is full: log records are being dropped")
+            if self._outage.drop(exc):
+                logger.warning(
+                    "pluto_offline: log(): the journal cannot be written (%s) and the spill "
+                    "file is full: log records are dropped until it can be; each is counted, "
+                    "and the count is journaled once it can (plutosync status shows it)",
+                    self._outage.error or exc)
+            try:  # in the spill's header too: the count outlives a killed process
+                self._spill.set_dropped(self._outage.counts)
+            except (ValueError, AttributeError):
+                pass  # closed by the run's end meanwhile
         elif not (isinstance(exc, ValueError) and self._ended):
             raise exc  # a ValueError after the end: the spill was closed by another thread
 
@@ -241,32 +249,55 @@ class Run(StateChanges, RunInfo):
             try:
                 end, number = self._spill.published
                 start = self._spill.rpos
-                if start == end and extra is None:
+                outage = self._outage
+                if start == end and extra is None and not outage.unjournaled():
                     return
                 records = self._spill.read(start, end) if end != start else []
                 self._identity.check(self._run_id)
+                counts = tuple(outage.counts)
                 try:
                     with self._j.transaction():
                         if records:
                             fold.write(self._j, self._key, self._writer_id, records, number,
                                        self._spill.schemas)
+                        if counts != outage.journaled:
+                            drops.record(self._j, self._writer_id, self._key,
+                                         outage.by_reason())
                         if extra is not None:
                             extra(self._j)
                 except sqlite3.DatabaseError as exc:
-                    raise _explain(exc, self._j.path) from exc
+                    error = _explain(exc, self._j.path)
+                    outage.failed(error)
+                    raise error from exc
+                except JournalError as exc:  # the transaction's BEGIN or COMMIT, explained
+                    outage.failed(exc)
+                    raise
                 self._identity.check(self._run_id)  # committed into the file we opened?
                 self._spill.rpos = end
+                outage.journaled = counts
+                if outage.recovered() and outage.total():
+                    self._tell_recovered()
             finally:
                 self.busy_thread = None
         lifecycle.after_fold()
 
+    def _tell_recovered(self) -> None:
+        logger.warning(
+            "pluto_offline: run %s: the journal can be written again. While it could not, %s "
+            "(the count is journaled: plutosync status shows it)", self._run_id,
+            "; ".join(drops.describe(n, r) for r, n in self._outage.by_reason().items()))
+
     def _drain_and_wrap(self) -> None:
         with self._lock:
+            if not self._outage.ready():  # it just failed: log() must not pay for a retry
+                raise SpillFull("the spill file is full", self._outage.reason())
             self._fold()
             self._spill.wrap()
 
     def _writer_loop(self, interval: float) -> None:
         while not self._stop.wait(interval):
+            if not self._outage.ready():
+                continue  # backing off after a failed fold (a full disk)
             try:
                 self._fold()
             except JournalError as exc:
@@ -276,87 +307,6 @@ class Run(StateChanges, RunInfo):
                                 "in the spill file and written when the journal recovers")
             except Exception as exc:  # never let the writer die silently
                 self._warn_once(("writer", repr(exc)), f"pluto_offline writer thread: {exc!r}")
-
-    # ------------------------------------------------------------------ the end
-
-    def finish(self, code: int | None = None) -> None:
-        """End the run: COMPLETED, or FAILED when ``code`` is non-zero. Never raises.
-
-        In a process forked after ``init()`` it closes only that process's writer (a warning
-        says so): the run's status is its starting process's to decide.
-        """
-        if self._guest:
-            forking.warn_guest_finish(self)
-        if code:
-            self._end("FAILED", {"exit_code": code})
-        else:
-            self._end("COMPLETED", None)
-
-    def close(self) -> None:
-        """Release this process's hold on the run without changing its status.
-
-        For an eval job attached to a live run: its exit must not complete the run.
-        """
-        self._end(None, None)
-
-    def _end(self, status: str | None, metadata: dict | None, *, at: int | None = None) -> bool:
-        """Journal the end (status, or a close) durably and release everything; first caller wins."""
-        with self._end_lock:
-            if self._ended:
-                return False
-            self._ended = status or "closed"
-        with lifecycle.ending():
-            self._journal_end(status, metadata, at)
-        return True
-
-    def _journal_end(self, status: str | None, metadata: dict | None, at: int | None) -> None:
-        if self._guest:  # a forked child: never the parent's status, only its own writer
-            if self._j is None:
-                lifecycle.forget(self)
-                return
-            status = metadata = None
-        self._stop.set()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join()
-        when = at or self._clock_ms()
-
-        def extra(j: Journal) -> None:
-            if status is None:
-                append_event(j, self._key, "close", time=when)
-            else:
-                append_event(j, self._key, "status", time=when,
-                             payload={"status": status, "metadata": metadata})
-            end_writer(j, self._writer_id, status or "closed")
-
-        folded = False
-        try:
-            self._fold(extra)
-            folded = True
-        except Exception as exc:  # finish() never raises
-            if self._identity.gone:
-                logger.error("pluto_offline: run %s: its end (%s) is not saved: %s",
-                             self._run_id, status or "close", exc)
-            else:
-                logger.error("pluto_offline: run %s: could not journal its end (%s): %s; the "
-                             "logged records stay in %s and are recovered later",
-                             self._run_id, status or "close", exc, self._spill.path)
-        finally:
-            self._release(folded)
-
-    def _release(self, folded: bool) -> None:
-        try:
-            atexit.unregister(self._at_exit)
-        except Exception:
-            pass
-        lifecycle.forget(self)
-        with self._lock:
-            self._spill.close(unlink=folded)
-            # (a journal removed or replaced under us is safe to close: SQLite sees the file
-            # moved, and neither checkpoints nor unlinks the -wal by name)
-            self._j.close()
-
-    def _at_exit(self) -> None:
-        self._end("COMPLETED", None)
 
     def _ignored(self, what: str) -> bool:
         if self._ended:

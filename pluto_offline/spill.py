@@ -9,7 +9,8 @@ final name is always locked by its writer, so no probe or recoverer ever sees on
 
 Layout (little-endian; ``docs/journal.md`` has the reader's view)::
 
-    header  64 bytes: b"PLSPILL1", u32 version (2), u32 header size (64), zero padding
+    header  64 bytes: b"PLSPILL1", u32 version (2), u32 header size (64),
+            u64 records dropped per reason (``DROP_REASONS``, 3 of them), zero padding
     record  u32 length, u32 tag, u64 number, payload (length bytes), zero pad to 8 bytes
 
 ``number`` counts records from 1 and has no gaps; it is written last, so a record cut short by
@@ -19,7 +20,14 @@ and ends the scan. ``tag`` says what the payload is:
 - ``RECORD`` (0): ``marshal`` of a tuple, as ``fold.py`` reads it;
 - ``SCHEMA`` (1): ``marshal`` of ``(schema_id, (name, ...))``: the metric names of a key set;
 - ``VALUES`` (2): ``u32 schema_id, i64 step, i64 time_ms`` and one f64 per name of the schema:
-  the fast path's record, written with one ``struct.pack_into`` and no ``marshal``.
+  the fast path's record, written with one ``struct.pack_into`` and no ``marshal``;
+- ``END`` (3): ``marshal`` of ``(status | None, metadata, time_ms)``: the writer's end (a
+  status, or ``None`` for a ``close()``) that the journal could not take (a full disk). The
+  last ``END_RESERVE`` bytes of the file are kept for it, so it always fits; recovery
+  journals it in place of FAILED killed (issue 12 item 14).
+
+Records ``log()`` could not keep (the spill full and the journal unwritable) are counted in
+the header, per reason, so the count outlives the process: recovery journals it.
 
 When the file is full it grows (``posix_fallocate``, so a full disk cannot SIGBUS us) up to
 ``MAX_SIZE``; past that, once every record is folded, writing starts again after the header,
@@ -35,9 +43,11 @@ import marshal
 import mmap
 import os
 import struct
+import time
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 from pluto_offline.journal.payloads import VALUES_ENTRY, VALUES_HEAD
 
@@ -48,18 +58,35 @@ RECORD_HEADER = 16
 INITIAL_SIZE = 1 << 20
 MAX_SIZE = 64 << 20
 MAX_SCHEMAS = 1024  # key sets given the fast path; others are logged the slow way
+END_RESERVE = 64 << 10  # kept at the file's end for the END record: a run's end always fits
+GROW_RETRY_S = 1.0  # after a failed grow (disk full), log() tries again at most this often
+# Why log() dropped records, in the header's order (journal.drops keeps the same words).
+DROP_REASONS = ("disk full", "journal not writable", "record too large")
+_DROPPED_AT = 16  # header offset of the drop counters
+_dropped = struct.Struct("<3Q")
 SUFFIX = ".spill"
 NEW_SUFFIX = ".spill.new"
 STALE_NEW_S = 60.0  # a .spill.new this old lost its creator between create and rename
-RECORD, SCHEMA, VALUES = 0, 1, 2
+RECORD, SCHEMA, VALUES, END = 0, 1, 2, 3
 _MASK = 0xFFFFFFFF
 _rec_head = struct.Struct("<II")
 _rec_num = struct.Struct("<Q")
 _rec_full = struct.Struct("<IIQ")
 
 
+def _limit(size: int) -> int:
+    """Where records stop in a file of ``size`` bytes: the rest is the END record's."""
+    return size - min(END_RESERVE, size // 4)
+
+
 class SpillFull(Exception):
-    """No room in the spill and the journal cannot take its records right now."""
+    """No room in the spill and the journal cannot take its records right now.
+
+    ``reason`` is one of ``DROP_REASONS``: why the record is dropped."""
+
+    def __init__(self, message: str, reason: str = DROP_REASONS[1]):
+        super().__init__(message)
+        self.reason = reason
 
 
 class Format:
@@ -80,7 +107,9 @@ class Spill:
     """The writing side of one spill file (one writer). ``append`` is the hot path.
 
     ``drain`` is the owner's callback, called when the file is full and cannot grow: it must
-    fold every published record into the journal and then call :meth:`wrap`, or raise.
+    fold every published record into the journal and then call :meth:`wrap`, or raise
+    (:class:`SpillFull` when it does not even try: the journal is known unwritable).
+    Records stop at ``limit``: the last ``END_RESERVE`` bytes are the END record's.
     ``formats`` maps a logged dict's key tuple to its :class:`Format` (see :meth:`add_schema`).
     """
 
@@ -88,7 +117,9 @@ class Spill:
         self.path = path
         self.fd = fd
         self.size = size
+        self.limit = _limit(size)  # records end here; the END record may go beyond
         self.mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        self._grow_after = 0.0  # monotonic time before which growing is not tried again
         self.wpos = HEADER_SIZE
         self.number = 0
         # (position, number) after the last complete record: read by the fold, set at once
@@ -122,7 +153,7 @@ class Spill:
         n = len(payload)
         off = self.wpos
         size = (n + RECORD_HEADER + 7) & ~7
-        if off + size > self.size:
+        if off + size > self.limit:
             off = self._make_room(size)
         mm = self.mm
         _rec_full.pack_into(mm, off, n, tag, 0)
@@ -135,7 +166,7 @@ class Spill:
         Raises ``TypeError``/``OverflowError`` (nothing written) for a value no f64 holds.
         """
         off = self.wpos
-        if off + fmt.size > self.size:
+        if off + fmt.size > self.limit:
             off = self._make_room(fmt.size)
         fmt.struct.pack_into(self.mm, off, fmt.length, VALUES, fmt.schema, step, t,
                              *values.values())
@@ -167,22 +198,54 @@ class Spill:
 
     def _make_room(self, size: int) -> int:
         new = self.size
-        while new < MAX_SIZE and self.wpos + size > new:
+        while new < MAX_SIZE and self.wpos + size > _limit(new):
             new *= 2
-        if self.wpos + size <= new:
+        now = time.monotonic()
+        if self.wpos + size <= _limit(new) and now >= self._grow_after:
             try:
                 os.posix_fallocate(self.fd, 0, new)
                 self.mm.resize(new)
-                self.size = new
+                self.size, self.limit = new, _limit(new)
                 return self.wpos
             except OSError:
-                pass  # disk full: fall back to folding and starting over
-        if HEADER_SIZE + size > self.size:
-            raise SpillFull(f"a {size}-byte log record does not fit in the spill file")
+                # disk full: fold and start over instead; and while it stays full, do not
+                # make every log() pay for a failing syscall (issue 12 item 14)
+                self._grow_after = now + GROW_RETRY_S
+        if HEADER_SIZE + size > self.limit and self.size >= MAX_SIZE:
+            raise SpillFull(f"a {size}-byte log record does not fit in the spill file",
+                            DROP_REASONS[2])
         if self.drain is None:
             raise SpillFull("spill file full")
         self.drain()  # folds everything and calls wrap(), or raises
+        if self.wpos + size > self.limit:
+            raise SpillFull(f"a {size}-byte log record does not fit in the spill file now",
+                            DROP_REASONS[0])
         return self.wpos
+
+    def append_end(self, status: str | None, metadata: dict | None, time_ms: int) -> None:
+        """Keep the writer's end (``status``, ``None`` for a close) in the reserved tail, for
+        recovery to journal when the journal cannot take it now. A traceback too long for the
+        reserve keeps its end (where the error is). Raises ``ValueError`` on a closed file."""
+        payload = marshal.dumps((status, metadata, time_ms))
+        room = self.size - self.wpos - RECORD_HEADER - 8
+        if len(payload) > room and metadata and "traceback" in metadata:
+            tb = str(metadata["traceback"])
+            cut = len(payload) - room + 100
+            metadata = {**metadata, "traceback": "...(cut)\n" + tb[cut:]}
+            payload = marshal.dumps((status, metadata, time_ms))
+        if len(payload) > room:
+            payload = marshal.dumps((status, None, time_ms))
+        if len(payload) > room:  # cannot happen with the reserve: a 4 KiB file has 1 KiB
+            raise SpillFull("no room left for the run's end in the spill file")
+        n = len(payload)
+        off = self.wpos
+        _rec_full.pack_into(self.mm, off, n, END, 0)
+        self.mm[off + RECORD_HEADER:off + RECORD_HEADER + n] = payload
+        self._publish(off, (n + RECORD_HEADER + 7) & ~7)
+
+    def set_dropped(self, counts: Sequence[int]) -> None:
+        """Record how many records were dropped, per ``DROP_REASONS`` (the header's counters)."""
+        _dropped.pack_into(self.mm, _DROPPED_AT, *counts)
 
     def wrap(self) -> None:
         """Start writing after the header again (call only once every record is folded).
@@ -210,14 +273,15 @@ class Spill:
 
 
 def _records(buf: bytes | mmap.mmap, start: int, end: int, schemas: list[tuple[str, ...]],
-             after: int = 0, version: int = VERSION, *,
-             learn: bool = True) -> tuple[list[bytes], int]:
+             after: int = 0, version: int = VERSION, *, learn: bool = True,
+             ends: list[tuple] | None = None) -> tuple[list[bytes], int]:
     """Records from ``start`` while they are whole and consecutive, up to ``end``.
 
     Returns those numbered ``> after`` and the last good number. A record is its ``marshal``
     payload, or ``b"V"`` + a values payload (``journal.pack_metrics``'s entries; the floats
     stay packed). With ``learn``, schema records (of any number) are put into ``schemas``;
-    without, it already holds them (the writer's own list).
+    without, it already holds them (the writer's own list). An END record numbered
+    ``> after`` is put into ``ends`` (without ``ends``, the scan stops there).
     """
     out: list[bytes] = []
     off = start
@@ -247,6 +311,9 @@ def _records(buf: bytes | mmap.mmap, start: int, end: int, schemas: list[tuple[s
                 break  # cannot happen in a file written by Spill: its schema comes first
             if number > after:
                 out.append(VALUES_ENTRY + buf[body:body + n])
+        elif tag == END and ends is not None:
+            if number > after:
+                ends.append(marshal.loads(buf[body:body + n]))
         else:
             break  # a newer writer's record kind: stop rather than guess
         if number > after:
@@ -256,16 +323,29 @@ def _records(buf: bytes | mmap.mmap, start: int, end: int, schemas: list[tuple[s
     return out, last
 
 
-def scan(buf: bytes | mmap.mmap, after: int) -> tuple[list[bytes], int, list[tuple[str, ...]]]:
-    """Records of a spill written by another process: those numbered ``> after``, the last
-    good number, and the schemas their values records refer to. Stops at the first record
-    that is torn, zero or out of sequence."""
+class Scan(NamedTuple):
+    """What a spill written by another process holds after a given record number."""
+
+    records: list[bytes]  # as ``fold.write`` takes them
+    last: int  # the last good record number (``writers.folded`` once they are folded)
+    schemas: list[tuple[str, ...]]  # the names its values records refer to
+    end: tuple | None = None  # ``(status | None, metadata, time_ms)``: the writer's kept end
+    dropped: dict[str, int] | None = None  # reason -> records log() dropped (None: none)
+
+
+def scan(buf: bytes | mmap.mmap, after: int) -> Scan:
+    """Read a spill written by another process: its records numbered ``> after``, its kept
+    end and its drop counters. Stops at the first record that is torn, zero or out of
+    sequence."""
     schemas: list[tuple[str, ...]] = []
     size = len(buf)
     if size < HEADER_SIZE or buf[:8] != MAGIC:
-        return [], after, schemas
+        return Scan([], after, schemas)
     version = struct.unpack_from("<I", buf, 8)[0]
     if version not in (1, VERSION):
-        return [], after, schemas
-    out, last = _records(buf, HEADER_SIZE, size, schemas, after, version)
-    return out, last, schemas
+        return Scan([], after, schemas)
+    ends: list[tuple] = []
+    out, last = _records(buf, HEADER_SIZE, size, schemas, after, version, ends=ends)
+    counts = _dropped.unpack_from(buf, _DROPPED_AT) if version == VERSION else (0, 0, 0)
+    return Scan(out, last, schemas, ends[-1] if ends else None,
+                {r: n for r, n in zip(DROP_REASONS, counts, strict=True) if n} or None)

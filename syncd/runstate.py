@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from pluto_offline import journal
+from pluto_offline.journal import drops
 from syncd import lock
 
 # Writer ends and journaled statuses -> the state shown to people.
@@ -52,6 +53,8 @@ class RunStatus:
     reassert_due: float | None  # epoch seconds: final state to be sent again (a late request)
     daemon_pid: int | None  # the plutosync delivering this journal now, if any
     rejections: list[dict[str, Any]] = field(default_factory=list)
+    # records the job's log() dropped, never journaled (a full disk): {"records", "reason"}
+    dropped: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -99,6 +102,9 @@ def journal_status(j: journal.Journal) -> list[RunStatus]:
             {"seq": r["seq"], "kind": r["kind"], "code": r["code"], "reason": r["reason"]}
         )
     daemon = lock.holder(j.path)
+    dropped: dict[int, list[dict]] = {}
+    for d in drops.dropped(j):
+        dropped.setdefault(d.run, []).append({"records": d.records, "reason": d.reason})
     out = []
     for run in journal.all_runs(j):
         c = counts.get(run.key, {"total": 0, "pending": 0, "rejected": 0})
@@ -127,6 +133,7 @@ def journal_status(j: journal.Journal) -> list[RunStatus]:
             reassert_due=run.reassert_due,
             daemon_pid=daemon if daemon and daemon > 0 else None,
             rejections=rejections.get(run.key, []),
+            dropped=dropped.get(run.key, []),
         ))
     return out
 

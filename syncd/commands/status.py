@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from pluto_offline import journal
+from pluto_offline.journal import drops
 from syncd import runstate
 from syncd.commands._common import (
     EXIT_CHECK,
@@ -154,6 +155,8 @@ def _print_table(rows: list[runstate.RunStatus], files: list[Path]) -> None:
             notes.append(f"[yellow]re-assert[/] {who}: final config/tags/status to be sent again "
                          f"at {runstate.clock(r.reassert_due)} "
                          "(a request got no answer and may land late)")
+        for d in r.dropped:  # never journaled: the job could not write (a full disk)
+            notes.append(f"[red]dropped[/] {who}: {drops.describe(d['records'], d['reason'])}")
         for rej in r.rejections:
             code = f" {rej['code']}" if rej["code"] is not None else ""
             notes.append(f"[red]rejected[/] {who} event {rej['seq']} ({rej['kind']}):{code} "

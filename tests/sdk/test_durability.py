@@ -122,7 +122,7 @@ def test_torn_records_are_ignored(tmp_path):
     off = s.wpos
     s.append(b"torn")
     s.mm[off + 8:off + 16] = b"\0" * 8  # killed before the number, written last
-    payloads, last, _ = spill.scan(s.mm, 0)
+    payloads, last = spill.scan(s.mm, 0)[:2]
     assert payloads == [b"record-0", b"record-1", b"record-2"] and last == 3
     assert spill.scan(s.mm, 2)[:2] == ([b"record-2"], 3)
     s.mm[off + 8:off + 16] = (2).to_bytes(8, "little")  # a stale number from before a wrap
@@ -157,7 +157,7 @@ def test_fast_path_records_decode_with_their_schema(tmp_path):
     s.append(__import__("marshal").dumps((9, 1002, {"c": 3})))
 
     def decoded(after):
-        entries, last, schemas = spill.scan(s.mm, after)
+        entries, last, schemas = spill.scan(s.mm, after)[:3]
         events = fold.rows(1, entries, schemas)
         return [rec for ev in events for rec in journal.unpack_metrics(ev[4])], last
 

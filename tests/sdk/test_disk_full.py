@@ -1,0 +1,189 @@
+"""A journal on a disk that fills up (issue 12 item 14), on a real 4 MiB tmpfs (root only).
+
+What a user checks: training goes on, the records the disk could not take are counted and the
+count shows in ``plutosync status`` ("N records dropped: disk full") once there is space, the
+run's end is the one the job reached (COMPLETED, not FAILED killed), and everything kept is on
+the server after a push. How cheap ``log()`` stays while the disk is full is measured by
+``scripts/bench_disk_full.py``, not here (no timed assertions).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pluto_offline import journal
+from tests.fixtures.daemon import DaemonProcess
+
+from .conftest import child_env, run_child
+
+# log() of 10 floats: 120 bytes a record in the spill, so ~8,000 fill its first MiB
+FILL = """
+def fill(d):
+    with open(d + "/filler", "wb") as f:      # the disk, full to the last block
+        try:
+            while True:
+                f.write(b"\\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+values = lambda s: {f"m{k}": float(s) for k in range(10)}
+"""
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A fresh 4 MiB tmpfs, unmounted after the test."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", str(mnt)],
+                       capture_output=True, text=True)
+    if r.returncode:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {r.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def plutosync(server, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "syncd", *args], capture_output=True,
+                          text=True, timeout=60, env=child_env(**server.env()))
+
+
+def server_steps(server, jdir: Path, run_id: str) -> tuple[dict, set[int]]:
+    with journal.Journal.open(jdir) as j:
+        row = journal.find_run(j, project="full", run_id=run_id)
+        assert row is not None and row.server_id, f"{run_id} not delivered"
+    run = server.get_run(row.server_id)
+    return run, {p["step"] for p in server.metrics(row.server_id, "full", "m0")}
+
+
+def test_a_full_disk_drops_counted_records_and_the_run_still_ends_completed(
+        small_disk, pluto_server):
+    code = FILL + """
+import os, sys, pluto_offline as pluto
+d = sys.argv[1]
+run = pluto.init(dir=d + "/j", project="full", run_id="full", name="full",
+                 settings={"autostart": False, "flush_interval": 0.01})
+for s in range(100):
+    run.log(values(s), step=s)
+run.flush()
+fill(d)
+for s in range(100, 12100):                  # the spill fills, then records are dropped
+    run.log(values(s), step=s)
+try:
+    run.update_config({"lr": 0.1})
+except pluto.JournalError as exc:
+    print("update_config:", exc, flush=True)
+os.unlink(d + "/filler")                      # space again: the next fold goes through
+run.flush()
+print("flushed", flush=True)
+fill(d)                                       # full again, up to the end of the job
+for s in range(12100, 12200):
+    run.log(values(s), step=s)
+run.finish()                                  # cannot be journaled now: kept in the spill
+print("finished", flush=True)
+"""
+    r = run_child(code, str(small_disk))
+    assert r.returncode == 0 and "finished" in r.stdout, r.stdout + r.stderr
+    assert "Traceback" not in r.stderr
+    assert "update_config: journal" in r.stdout and "the disk is full" in r.stdout
+    # one warning when records start to be dropped, one when the journal takes them again
+    assert r.stderr.count("log records are dropped until it can be") == 1, r.stderr
+    told = re.search(r"the journal can be written again\. While it could not, (\d+) records "
+                     r"dropped: disk full \(the count is journaled", r.stderr)
+    assert told, r.stderr
+    assert "could not journal its end (COMPLETED) now" in r.stderr
+    jdir = small_disk / "j"
+
+    # the count is journaled already (the job wrote it when space came back); status reads
+    # it read-only, before any recovery
+    status = plutosync(pluto_server, "status", "--dir", str(jdir), "--json")
+    assert status.returncode == 0, status.stderr
+    (row,) = json.loads(status.stdout)
+    (dropped,) = row["dropped"]
+    assert dropped == {"records": int(told[1]), "reason": "disk full"}
+
+    (small_disk / "filler").unlink()          # space again; a push recovers and delivers
+    push = plutosync(pluto_server, "push", str(jdir))
+    assert push.returncode == 0, push.stdout + push.stderr
+    run, steps = server_steps(pluto_server, jdir, "full")
+    assert run["status"] == "COMPLETED"
+    # every step is either on the server or counted as dropped: nothing vanished silently
+    assert len(steps) + dropped["records"] == 12200
+    assert set(range(100)) <= steps and set(range(12100, 12200)) <= steps
+    table = plutosync(pluto_server, "status", "--dir", str(jdir))
+    assert f"dropped full/full: {dropped['records']} records dropped: disk full" in table.stdout, \
+        table.stdout
+    assert "finished" in table.stdout
+
+
+def test_a_job_killed_while_the_disk_is_full_leaves_its_drop_count_for_recovery(
+        small_disk, jdir):
+    code = FILL + """
+import os, signal, sys, pluto_offline as pluto
+d = sys.argv[1]
+run = pluto.init(dir=d + "/j", project="full", run_id="killed",
+                 settings={"autostart": False, "flush_interval": 0.01})
+run.log(values(0), step=0)
+run.flush()
+fill(d)
+for s in range(1, 10001):
+    run.log(values(s), step=s)
+os.kill(os.getpid(), signal.SIGKILL)          # no end, and the count only in the spill
+"""
+    r = run_child(code, str(small_disk))
+    assert r.returncode == -9, r.stderr
+    (small_disk / "filler").unlink()
+    with journal.Journal.open(small_disk / "j") as j:
+        journal.recover(j)                     # as the next init() or plutosync pass does
+        steps = {s for (p,) in j.conn.execute("SELECT payload FROM events WHERE kind = "
+                                               "'metrics'")
+                 for s, _t, _d in journal.unpack_metrics(p)}
+        from pluto_offline.journal import drops
+        (count,) = drops.dropped(j)
+        last = json.loads(j.conn.execute("SELECT payload FROM events WHERE kind = 'status'")
+                          .fetchone()[0])
+    assert count.reason == "disk full" and count.records > 0
+    assert len(steps) + count.records == 10001
+    assert last == {"status": "FAILED", "metadata": {"reason": "killed"}}
+
+
+def test_a_full_disk_before_the_first_fold_keeps_a_close_for_recovery(small_disk,
+                                                                      pluto_server):
+    """close() (an eval job) while the disk is full: kept, and journaled as a close."""
+    code = FILL + """
+import sys, pluto_offline as pluto
+d = sys.argv[1]
+run = pluto.init(dir=d + "/j", project="full", run_id="eval",
+                 settings={"autostart": False, "flush_interval": 0.01})
+fill(d)
+run.log({"acc": 0.5}, step=7)
+run.close()
+"""
+    r = run_child(code, str(small_disk))
+    assert r.returncode == 0, r.stderr
+    assert "could not journal its end (close) now" in r.stderr
+    (small_disk / "filler").unlink()
+    status = plutosync(pluto_server, "status", "--dir", str(small_disk / "j"), "--json")
+    (row,) = json.loads(status.stdout)
+    assert row["dropped"] == []  # nothing was dropped: the record waited in the spill
+    push = plutosync(pluto_server, "push", str(small_disk / "j"))
+    assert push.returncode == 0, push.stdout + push.stderr
+    status = plutosync(pluto_server, "status", "--dir", str(small_disk / "j"), "--json")
+    (row,) = json.loads(status.stdout)
+    assert row["state"] == "closed"
+    with journal.Journal.open(small_disk / "j") as j:
+        row = journal.find_run(j, project="full", run_id="eval")
+    assert [p["step"] for p in pluto_server.metrics(row.server_id, "full", "acc")] == [7]
+    assert pluto_server.get_run(row.server_id)["status"] == "RUNNING"
+
+
+_ = DaemonProcess  # (the push above is plutosync's own process, as a user runs it)
