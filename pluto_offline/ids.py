@@ -6,14 +6,15 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import re
 import secrets
 import string
+from collections.abc import Callable
 from typing import NamedTuple
 
 _DISPLAY_ID = re.compile(r"^[A-Z0-9]{1,4}-\d+$")
-_PRINTABLE = re.compile(r"^[ -~]+$")
-_NOT_PRINTABLE = re.compile(r"[^ -~]")
 _NAME_CHARS = string.ascii_letters + string.digits
 
 
@@ -62,7 +63,56 @@ def new_name() -> str:
 
 
 def clean_chars(value: str) -> str:
-    """Replace characters outside printable ASCII with ``-`` (project, name and metric keys)."""
-    if _PRINTABLE.match(value):
+    """A run name or metric key as journaled (issue 12 item 15).
+
+    Kept as given when every character is printable, in any script (``loss_α``, ``训练-基线``):
+    they travel in JSON bodies, which the Pluto server stores as UTF-8 (its ingest takes any
+    non-empty metric name), and its UI shows them. The stock SDK turns every non-ASCII
+    character into ``-``, so ``loss_α`` and ``loss_β`` both became ``loss_-``: one series
+    mixing two. A name with unprintable characters (control characters, line breaks, unpaired
+    surrogates, non-ASCII spaces), or none but spaces (the server refuses a blank metric
+    name), has each of them replaced by ``-`` and, so that two names never merge, ``~`` and 6
+    hex digits of its SHA-256: ``"loss\n"`` → ``"loss-~9ff58a"``, the same in every process.
+    The caller warns, once per name (:func:`rename_note`).
+    """
+    if value.isprintable() and value.strip():
         return value
-    return _NOT_PRINTABLE.sub("-", value)
+    return _rewritten(value, str.isprintable)
+
+
+def clean_project(value: str) -> str:
+    """A project name as journaled: printable ASCII kept, anything else rewritten as by
+    :func:`clean_chars` (``-`` per character, ``~`` and a hash: ``训练`` → ``--~…``).
+
+    Stricter than run names because the project travels in an HTTP header (``X-Project-Name``
+    on every ingest request), which the server reads as visible ASCII only (a non-ASCII value
+    is a missing header there, and Python's ``http.client`` cannot even send it); it also makes
+    the display-id prefix, which must be ``[A-Za-z0-9]``.
+    """
+    if value.isascii() and value.isprintable() and value.strip():
+        return value
+    return _rewritten(value, _ascii_printable)
+
+
+def _ascii_printable(c: str) -> bool:
+    return " " <= c <= "~"
+
+
+@functools.lru_cache(maxsize=4096)
+def _rewritten(value: str, keep: Callable[[str], bool]) -> str:
+    digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:6]
+    return "".join(c if keep(c) else "-" for c in value) + "~" + digest
+
+
+def rename_note(what: str, given: str, journaled: str, ascii_only: bool = False) -> str:
+    """The warning for a name :func:`clean_chars` / :func:`clean_project` rewrote."""
+    if not given.strip():
+        why = "is blank"
+    elif ascii_only:
+        why = ("has characters outside printable ASCII, which a project name cannot hold (it "
+               "is sent in an HTTP header)")
+    else:
+        why = ("has characters that cannot be shown (control characters, line breaks or "
+               "non-ASCII spaces)")
+    return (f"pluto_offline: {what} {given!r} {why}: journaled as {journaled!r}, a name of its "
+            "own (no two names share one)")

@@ -29,7 +29,7 @@ from pluto_offline.changes import StateChanges
 from pluto_offline.ending import RunEnd
 from pluto_offline.errors import JournalError
 from pluto_offline.identity import JournalIdentity
-from pluto_offline.ids import clean_chars
+from pluto_offline.ids import clean_chars, rename_note
 from pluto_offline.journal import (
     Journal,
     _explain,
@@ -155,7 +155,9 @@ class Run(StateChanges, RunEnd, RunInfo):
             # before any name is registered: a refused call must leave no trace
             raise ValueError("unsupported type for key in dict of logged data")
         for key, value in data.items():
-            key = clean_chars(str(key))  # a str subclass (numpy.str_) becomes a plain str
+            key = str(key)  # a str subclass (numpy.str_) becomes a plain str
+            if not key.isprintable() or not key.strip():
+                key = self._renamed(key)
             kind, value = route(value)
             if kind == "metric":
                 metrics[key] = value
@@ -175,6 +177,12 @@ class Run(StateChanges, RunEnd, RunInfo):
         if metrics and len(metrics) == len(data):
             # every key a registered metric name: later calls with these keys take the fast path
             self._add_schema(tuple(data), tuple(metrics))
+
+    def _renamed(self, key: str) -> str:
+        """The journaled name of a key with unprintable characters, warned about once."""
+        name = clean_chars(key)
+        self._warn_once(("renamed", key), rename_note("log(): key", key, name))
+        return name
 
     def _add_schema(self, keys: tuple, names: tuple[str, ...]) -> None:
         try:

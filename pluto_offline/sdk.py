@@ -20,7 +20,15 @@ from typing import Any
 
 from pluto_offline import autostart, lifecycle
 from pluto_offline.errors import JournalError, RunExistsError
-from pluto_offline.ids import RunRef, classify_run_id, clean_chars, new_name, new_run_id
+from pluto_offline.ids import (
+    RunRef,
+    classify_run_id,
+    clean_chars,
+    clean_project,
+    new_name,
+    new_run_id,
+    rename_note,
+)
 from pluto_offline.journal import (
     Journal,
     RunRow,
@@ -289,9 +297,19 @@ def _fork_step(step: Any) -> int:
 
 
 def _text(what: str, value: Any) -> str:
+    """A project or run name as journaled (``clean_project`` / ``clean_chars``), with a warning
+    once per process saying what a rewritten one became."""
     if not isinstance(value, str):
         raise TypeError(f"{what} must be a str, got {type(value).__name__}")
-    return clean_chars(value)
+    project = what == "project"
+    cleaned = clean_project(value) if project else clean_chars(value)
+    if cleaned != value and (what, value) not in _renames_told:
+        _renames_told.add((what, value))
+        logger.warning(rename_note(f"init({what}=...):", value, cleaned, ascii_only=project))
+    return cleaned
+
+
+_renames_told: set[tuple[str, str]] = set()  # (what, name) warned about: once per process
 
 
 def _open_journal(dir: str | os.PathLike[str] | None) -> Journal:

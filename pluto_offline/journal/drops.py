@@ -21,16 +21,6 @@ from typing import NamedTuple
 
 from pluto_offline.journal.store import Journal, now_ms
 
-TABLE = """
-CREATE TABLE IF NOT EXISTS dropped (
-    writer  TEXT NOT NULL,     -- writers.id
-    run     INTEGER NOT NULL,  -- runs.key
-    reason  TEXT NOT NULL,     -- 'disk full', 'journal not writable', 'record too large'
-    records INTEGER NOT NULL,  -- log() records dropped by this writer for this reason
-    at      INTEGER NOT NULL,  -- epoch ms of the last update
-    PRIMARY KEY (writer, reason)
-)"""
-
 
 class Dropped(NamedTuple):
     run: int
@@ -44,7 +34,14 @@ def record(j: Journal, writer_id: str, run: int, counts: dict[str, int]) -> None
     A count never goes down: the larger of the stored and the given one is kept."""
     if not counts:
         return
-    j.conn.execute(TABLE)
+    j.conn.execute(
+        "CREATE TABLE IF NOT EXISTS dropped ("
+        " writer  TEXT NOT NULL,"     # writers.id
+        " run     INTEGER NOT NULL,"  # runs.key
+        " reason  TEXT NOT NULL,"     # 'disk full', 'journal not writable', 'record too large'
+        " records INTEGER NOT NULL,"  # dropped by this writer for this reason (cumulative)
+        " at      INTEGER NOT NULL,"  # epoch ms of the last update
+        " PRIMARY KEY (writer, reason))")
     j.conn.executemany(
         "INSERT INTO dropped (writer, run, reason, records, at) VALUES (?, ?, ?, ?, ?) "
         "ON CONFLICT (writer, reason) DO UPDATE SET records = max(records, excluded.records), "

@@ -37,7 +37,8 @@ def test_name_and_project_types(jdir):
     with pytest.raises(TypeError, match="^name must be a str, got int$"):
         pluto.init(dir=jdir, name=5)
     run = pluto.init(dir=jdir, project="caf\u00e9", name="n\u00e4me")
-    assert (run.project, run.name) == ("caf-", "n-me")
+    # a project keeps printable ASCII (an HTTP header), a name any printable character
+    assert run.project.startswith("caf-~") and run.name == "n\u00e4me"
     run.finish()
 
 

@@ -3,9 +3,10 @@ from data.
 
 The round trip goes SDK → journal → ``plutosync run --once`` → local server → read endpoints, with
 quotes, SQL, path separators, ``..``, control characters, unicode and emoji in every name.
-Documented rule (pluto-sdk.md, mirrored by pluto_offline): characters outside printable ASCII in
-the project, the run name and metric names become ``-``; run ids, tags and config are kept as
-they are.
+Documented rule (docs/sdk.md, issue 12 item 15): a project keeps printable ASCII (it travels in an
+HTTP header), run and metric names keep every printable character; anything else becomes ``-``
+plus ``~`` and a hash of the name (``ids.clean_project`` / ``ids.clean_chars``); run ids, tags and
+config are kept as they are.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import json
 from pathlib import Path
 
 from pluto_offline import journal
-from pluto_offline.ids import clean_chars
+from pluto_offline.ids import clean_chars, clean_project
 from tests.badinput.helpers import clean_env, cli
 from tests.fixtures.server import user_config
 
@@ -103,7 +104,7 @@ def test_hostile_names_round_trip_through_journal_daemon_and_server(tmp_path, pl
         tables = {t for (t,) in j.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert set(stored) == set(NASTY) and {"runs", "events", "delivery"} <= tables
     for text in NASTY:
-        assert stored[text].project == clean_chars("p " + text)
+        assert stored[text].project == clean_project("p " + text)
         assert stored[text].name == clean_chars(text)
         assert stored[text].tags == [text, "t" + text]
 
@@ -113,7 +114,7 @@ def test_hostile_names_round_trip_through_journal_daemon_and_server(tmp_path, pl
     assert res.returncode == 0, res.stderr
 
     for text in NASTY:
-        project = clean_chars("p " + text)
+        project = clean_project("p " + text)
         runs = [x for x in pluto_server.list_runs(project) if x["externalId"] == text]
         assert len(runs) == 1, (text, pluto_server.list_runs(project))
         run = pluto_server.get_run(runs[0]["id"])
