@@ -9,9 +9,11 @@ Nothing here opens a socket or imports ``syncd``.
 """
 
 from pluto_offline.errors import JournalError, JournalVersionError, RunExistsError
+from pluto_offline.media import Artifact, Audio, File, Image, Text, Video
 from pluto_offline.run import Run
 from pluto_offline.sdk import finish, init, log, ops
 
 __all__ = [
-    "JournalError", "JournalVersionError", "Run", "RunExistsError", "finish", "init", "log", "ops",
+    "Artifact", "Audio", "File", "Image", "JournalError", "JournalVersionError", "Run",
+    "RunExistsError", "Text", "Video", "finish", "init", "log", "ops",
 ]

@@ -36,6 +36,7 @@ from pluto_offline.journal import (
     drops,
     server_fields,
 )
+from pluto_offline.media.recorder import MediaLog, as_files
 from pluto_offline.outage import Outage
 from pluto_offline.runinfo import RunInfo
 from pluto_offline.spill import Spill, SpillFull
@@ -85,6 +86,7 @@ class Run(StateChanges, RunEnd, RunInfo):
         self._fork = fork
         self._server: tuple | None = None
         self._warned: set = set()
+        self._media: MediaLog | None = None  # files logged here (created at the first)
         self._outage = Outage()  # backoff while the journal cannot be written; drops counted
         self._lock = threading.RLock()  # the connection and the fold position
         self._append_lock = threading.Lock()  # the spill's write position and the step
@@ -158,7 +160,7 @@ class Run(StateChanges, RunEnd, RunInfo):
             key = str(key)  # a str subclass (numpy.str_) becomes a plain str
             if not key.isprintable() or not key.strip():
                 key = self._renamed(key)
-            kind, value = route(value)
+            raw, (kind, value) = value, route(value)
             if kind == "metric":
                 metrics[key] = value
                 if key not in self._metric_names:
@@ -169,6 +171,8 @@ class Run(StateChanges, RunEnd, RunInfo):
                 if key not in self._data_names:
                     self._data_names.add(key)
                     new_data.append(key)
+            elif (files := as_files(raw)) is not None:  # an Image, a list of them...
+                self._log_files(key, files, step, t)
             else:
                 self._warn_once(("drop", key), f"log(): {key!r} dropped: {value} "
                                 "(further values of this key are dropped without a warning)")
@@ -183,6 +187,12 @@ class Run(StateChanges, RunEnd, RunInfo):
         name = clean_chars(key)
         self._warn_once(("renamed", key), rename_note("log(): key", key, name))
         return name
+
+    def _log_files(self, key: str, files: list, step: int, t: int) -> None:
+        """Files under ``key`` (media/recorder.py): on disk before this returns."""
+        if self._media is None:
+            self._media = MediaLog(self._identity.path, self._key)
+        self._media.add(key, files, step, t, self._writer_id)
 
     def _add_schema(self, keys: tuple, names: tuple[str, ...]) -> None:
         try:
@@ -258,7 +268,9 @@ class Run(StateChanges, RunEnd, RunInfo):
                 end, number = self._spill.published
                 start = self._spill.rpos
                 outage = self._outage
-                if start == end and extra is None and not outage.unjournaled():
+                media = self._media
+                if (start == end and extra is None and not outage.unjournaled()
+                        and not (media is not None and media.pending)):
                     return
                 records = self._spill.read(start, end) if end != start else []
                 self._identity.check(self._run_id)
@@ -271,6 +283,7 @@ class Run(StateChanges, RunEnd, RunInfo):
                         if counts != outage.journaled:
                             drops.record(self._j, self._writer_id, self._key,
                                          outage.by_reason())
+                        files = media.fold(self._j, self._clock_ms()) if media else 0
                         if extra is not None:
                             extra(self._j)
                 except sqlite3.DatabaseError as exc:
@@ -283,6 +296,8 @@ class Run(StateChanges, RunEnd, RunInfo):
                 self._identity.check(self._run_id)  # committed into the file we opened?
                 self._spill.rpos = end
                 outage.journaled = counts
+                if media is not None:
+                    media.folded(files)
                 if outage.recovered() and outage.total():
                     self._tell_recovered()
             finally:

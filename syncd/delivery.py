@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pluto_offline import journal
-from pluto_offline.journal import history
+from pluto_offline.journal import filerows, history
 from syncd import finalstate, kinds, ledger, runstate, shared
 from syncd.client import ClientError, RejectedError, TransientError
 from syncd.render import Renderer
@@ -58,6 +58,9 @@ class Delivery:
             self.r.rejected(ctx, cursor.take(), None,
                             f"the run does not exist on the server ({reason})")
             return
+        if ev.kind == "status" and (n := filerows.blocking(self.j, ctx.row.key, ev.seq)):
+            self.r.files.start()  # a run's final status only after its files (docs/media.md)
+            raise Hold(f"its status waits for {n} file(s) logged before it to be uploaded")
         if ev.kind in _OPENERS or ev.kind == "status":
             # an open or an end, with the status check it implies, one thread at a time
             with finalstate.run_lock(ctx.row.project, ctx.row.run_id):

@@ -28,8 +28,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pluto_offline import journal
+from pluto_offline.journal import filerows
 from syncd import finalstate, retry, runstate
 from syncd.client import AuthError, ClientError, PlutoClient, RejectedError, TransientError
+from syncd.files import FileLane
 
 log = logging.getLogger("plutosync")
 
@@ -167,6 +169,8 @@ class Replayer:
         from syncd.delivery import Delivery  # the per-event requests
 
         self.delivery = Delivery(self)
+        # logged files go in a lane of their own (its thread, connection and client)
+        self.files = FileLane(str(self.j.path), self.client.settings, self.stop)
 
     # ------------------------------------------------------------------ passes
     def run_pass(self) -> Progress:
@@ -178,6 +182,8 @@ class Replayer:
             if self._ready(row):
                 self._deliver(row)
         self._run_reasserts()
+        if filerows.runs_with_pending(self.j):
+            self.files.start()
         return Progress(self.totals.requests - before.requests,
                         self.totals.events - before.events,
                         self.totals.rejected - before.rejected)
@@ -193,8 +199,13 @@ class Replayer:
 
         rows = [r for r in journal.runs_with_pending(self.j) if movable(r)]
         keys = {r.key for r in rows}
-        return rows + [r for r in journal.runs_to_reassert(self.j)
-                       if r.key not in keys and movable(r)]
+        rows += [r for r in journal.runs_to_reassert(self.j) if r.key not in keys and movable(r)]
+        keys = {r.key for r in rows}
+        for key in filerows.runs_with_pending(self.j):  # files still to upload (syncd/files.py)
+            row = journal.get_run(self.j, key) if key not in keys else None
+            if row is not None and row.server_id is not None and movable(row):
+                rows.append(row)
+        return rows
 
     # ------------------------------------------------------------------ late requests
     def ambiguous(self, key: int, kind: str, request: str | None = None) -> None:

@@ -341,6 +341,10 @@ def recover(j: Journal) -> int:
     that ``log()`` calls that returned before a SIGKILL are delivered. Returns records folded.
     """
     from pluto_offline import recovery
+    from pluto_offline.journal import filerows
 
+    # first the files of dead writers (docs/media.md): a killed run's status, appended by the
+    # spill recovery below, then comes after them and waits for their delivery
+    filerows.recover(j, live_writer_ids(j))
     return recovery.recover_orphans(j)
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import sqlite_utils
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 JOURNAL_FILE = "journal.db"
 SPILL_DIR = "spill"
 BUSY_TIMEOUT_MS = 60_000
@@ -87,6 +87,37 @@ CREATE TABLE IF NOT EXISTS rejected (
 );
 """
 
+_FILES_SCHEMA = """
+CREATE TABLE IF NOT EXISTS files (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    run          INTEGER NOT NULL REFERENCES runs(key),
+    writer       TEXT,              -- the writer that logged it: its process stages it
+    after_seq    INTEGER NOT NULL,  -- events.seq when journaled: a later status waits for it
+    log_name     TEXT NOT NULL,
+    file_name    TEXT NOT NULL,     -- unique per (run, log_name), extension included
+    file_type    TEXT NOT NULL,     -- the extension without its dot (png, wav, pt...)
+    kind         TEXT NOT NULL,     -- IMAGE, AUDIO, VIDEO, TEXT, FILE or ARTIFACT
+    content_type TEXT NOT NULL,
+    step         INTEGER NOT NULL,
+    time         INTEGER NOT NULL,
+    sample_index INTEGER NOT NULL DEFAULT 0,
+    caption      TEXT,
+    source       TEXT NOT NULL,     -- JSON: where the bytes come from until staged
+    blob         TEXT,              -- sha256 of the staged bytes, NULL until staged
+    size         INTEGER,           -- bytes of the blob
+    lost         TEXT               -- why it can never be delivered
+);
+CREATE INDEX IF NOT EXISTS files_run ON files (run, id);
+CREATE TABLE IF NOT EXISTS file_delivery (
+    id           INTEGER PRIMARY KEY REFERENCES files(id),
+    state        TEXT NOT NULL,     -- presigning, presigned, done, rejected
+    url          TEXT,              -- the presigned PUT URL (until done)
+    presigned_at INTEGER,           -- ms
+    resent       INTEGER NOT NULL DEFAULT 0,  -- presigned again after an unanswered presign
+    reason       TEXT
+);
+"""
+
 # Forward migrations: MIGRATIONS[n] upgrades a schema-n journal to n + 1.
 MIGRATIONS: dict[int, str] = {
     # 2: the daemon's re-assert note survives a restart (docs/journal.md, "delivery")
@@ -94,6 +125,8 @@ MIGRATIONS: dict[int, str] = {
        "ALTER TABLE delivery ADD COLUMN reassert_kinds TEXT",
     # 3: records the server does not deduplicate, sent again after an unanswered request
     2: "ALTER TABLE delivery ADD COLUMN resent INTEGER NOT NULL DEFAULT 0",
+    # 4: logged files (staged bytes) and their delivery (docs/media.md)
+    3: _FILES_SCHEMA,
 }
 
 
@@ -331,6 +364,7 @@ def _ensure_schema(conn: sqlite3.Connection, file: Path, *, readonly: bool) -> N
                     f"{file} is not a pluto-offline journal (no meta table; it holds "
                     f"{', '.join(foreign)}): choose another directory with dir= / PLUTO_DIR")
             _run_script(conn, _SCHEMA)
+            _run_script(conn, _FILES_SCHEMA)
             conn.executemany(
                 "INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)",
                 [

@@ -8,6 +8,7 @@ the api answers 401 otherwise, the ingest service 422.
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -20,6 +21,7 @@ from syncd.server import ndjson
 from syncd.server import validate as v
 from syncd.server.db import Database
 from syncd.server.errors import HttpError, api_error, ingest_error, validation_error
+from syncd.server.files import Files
 from syncd.server.reads import Reads
 from syncd.server.runs import ORG_SLUG, Runs
 from syncd.server.series import Series
@@ -94,6 +96,7 @@ class App:
         self.runs = Runs(db, base_url)
         self.reads = Reads(db, self.runs)
         self.series = Series(db)
+        self.files = Files(db, os.path.dirname(db.path), lambda: self.runs.base_url)
         self.faults = fault_table or faults_mod.FaultTable()
         self.reaper = reaper
         self._counts: Counter[str] = Counter()
@@ -110,6 +113,7 @@ class App:
             "/ingest/metrics": self._ingest_metrics,
             "/ingest/logs": self._ingest_lines(ndjson.LOG_FIELDS, self.series.add_logs),
             "/ingest/data": self._ingest_lines(ndjson.DATA_FIELDS, self.series.add_data),
+            "/files": self._presign,
             "/_admin/faults": self._add_faults,
             "/_admin/reap": lambda r: Response.json(200, {"reaped": self.runs.reap(*self.reaper)}),
         }
@@ -119,6 +123,7 @@ class App:
             "/api/runs/metric-names": self._metric_names,
             "/api/runs/metrics": self._metrics,
             "/api/runs/logs": self._logs,
+            "/api/runs/files": self._list_files,
             "/_admin/faults": lambda r: Response.json(200, {"faults": self.faults.list()}),
             "/_admin/stats": self._stats,
             "/_admin/health": lambda r: Response.json(200, {"ok": True}),
@@ -128,7 +133,7 @@ class App:
     def handle(self, request: Request) -> Response:
         with self._counts_lock:
             self._counts[request.path] += 1
-        ingest = request.path.startswith("/ingest/")
+        ingest = request.path.startswith("/ingest/") or request.path == "/files"
         try:
             if not self._authorized(request.headers):
                 if ingest:
@@ -201,7 +206,20 @@ class App:
 
         return handle
 
+    def _presign(self, request: Request) -> Response:
+        project, run_id = self._ingest_target(request)
+        try:
+            body = v.loads(request.body or b"null")
+        except ValueError:
+            raise ingest_error("Invalid JSON body") from None
+        return Response.json(200, self.files.presign(project, run_id, body))
+
     # --- reads ------------------------------------------------------------------------------
+    def _list_files(self, request: Request) -> Response:
+        project = request.str_param("projectName", required=True)
+        run_id = request.int_param("runId", required=True)
+        return Response.json(200, self.files.list(project, run_id, request.str_param("logName")))
+
     def _list_runs(self, request: Request) -> Response:
         project = request.str_param("projectName", required=True)
         tags = [t for t in (request.str_param("tags") or "").split(",") if t]
@@ -272,4 +290,5 @@ class App:
         run_id = request.int_param("runId")
         if run_id is not None:
             stats["metrics"] = self.series.counts(run_id)
+            stats["files"] = self.files.count(run_id)
         return Response.json(200, stats)

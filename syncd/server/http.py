@@ -3,6 +3,7 @@ the connection-level faults (reset, refuse, close, stall)."""
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 import sys
@@ -14,7 +15,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl
 
 from syncd.server.app import App, Request, Response
+from syncd.server.errors import HttpError
 from syncd.server.faults import FaultRule
+from syncd.server.files import PREFIX as STORAGE_PREFIX
 
 _RST = struct.pack("ii", 1, 0)  # SO_LINGER on, timeout 0: close() sends RST
 
@@ -83,6 +86,9 @@ class RequestHandler(BaseHTTPRequestHandler):
 
     def _serve(self) -> None:
         path, _, query = self.path.partition("?")
+        if path.startswith(STORAGE_PREFIX):  # presigned: streamed both ways, no API key
+            self._storage(path, dict(parse_qsl(query)))
+            return
         body = self._read_body()
         request = Request(self.command, path, dict(parse_qsl(query)), self.headers, body)
         rule = self.server.app.faults.pick(self.command, path)
@@ -108,6 +114,48 @@ class RequestHandler(BaseHTTPRequestHandler):
         self.wfile.write(data)
         self.log_request(response.status, len(response.body))
 
+    def _storage(self, path: str, query: dict[str, str]) -> None:
+        """A presigned PUT or GET of an object (syncd/server/files.py), streamed in pieces."""
+        files = self.server.app.files
+        rule = self.server.app.faults.pick(self.command, path)
+        if rule is not None and rule.mode in ("refuse", "close"):
+            if rule.mode == "refuse":
+                self.server.abort(self.connection)
+            self.close_connection = True
+            return
+        if rule is not None and rule.mode == "stall":
+            time.sleep(rule.seconds)
+        try:
+            if rule is not None and rule.status is not None:
+                self.close_connection = True  # the body is not read
+                raise HttpError(rule.status, {"error": f"injected fault: HTTP {rule.status}"})
+            if self.command == "PUT":
+                key = files.authorize(path, query, "put")
+                length = int(self.headers.get("Content-Length") or -1)
+                if length < 0:
+                    self.close_connection = True
+                    raise HttpError(411, {"error": "MissingContentLength"})
+                files.put(key, self.rfile, length)
+                response = Response(200, b"", "text/plain")
+            elif self.command == "GET":
+                key = files.authorize(path, query, "get")
+                with files.open(key) as f:
+                    size = os.fstat(f.fileno()).st_size
+                    self.wfile.write(self._encode(Response(200, b"", "application/octet-stream",
+                                                           {}), length=size))
+                    while piece := f.read(1 << 20):
+                        self.wfile.write(piece)
+                self.log_request(200, size)
+                return
+            else:
+                raise HttpError(405, {"error": "MethodNotAllowed"})
+        except HttpError as err:
+            if self.command == "PUT" and not self.close_connection:
+                self.close_connection = True  # an unread body must not become the next request
+            response = Response.json(err.status, err.body)
+        self.wfile.write(self._encode(response))
+        self.log_request(response.status, len(response.body))
+
     def _apply(self, request: Request) -> Response:
         try:
             return self.server.app.handle(request)
@@ -115,7 +163,7 @@ class RequestHandler(BaseHTTPRequestHandler):
             traceback.print_exc()
             return Response.json(500, {"error": "Internal server error"})
 
-    def _encode(self, response: Response) -> bytes:
+    def _encode(self, response: Response, length: int | None = None) -> bytes:
         try:
             phrase = HTTPStatus(response.status).phrase
         except ValueError:
@@ -123,7 +171,7 @@ class RequestHandler(BaseHTTPRequestHandler):
         lines = [
             f"HTTP/1.1 {response.status} {phrase}",
             f"Content-Type: {response.content_type}",
-            f"Content-Length: {len(response.body)}",
+            f"Content-Length: {len(response.body) if length is None else length}",
         ]
         lines += [f"{k}: {v}" for k, v in response.headers.items()]
         if self.close_connection:
