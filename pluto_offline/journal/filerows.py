@@ -140,7 +140,7 @@ def recover(j: Journal, live: set[str]) -> int:
     """The files of writers not in ``live``: journaled if need be, then staged. Returns how
     many rows were staged or found lost. Called by ``journal.recover`` (plutosync's passes,
     ``init()``, export) before the spill recovery, so a killed run's status comes after them."""
-    if not has_files(j) or not staged.files_dir(j.dir).is_dir():
+    if not has_files(j):
         return 0
     ingest_orphans(j, live)
     dead = {r[0] for r in j.conn.execute(

@@ -172,6 +172,7 @@ def open_blob(j: Journal, sha: str) -> BinaryIO:
 
 def store_blob(j_dir: Path, chunks: Any) -> tuple[str, int]:
     """Write ``chunks`` (bytes pieces) as a content-addressed blob, fsync'd; ``(sha, size)``."""
+    ensure_dirs(j_dir)
     d = files_dir(j_dir)
     tmp = d / f".tmp-{uuid.uuid4().hex}"
     digest = hashlib.sha256()
@@ -238,8 +239,9 @@ def stage(j_dir: Path, source: dict[str, Any]) -> tuple[str, int]:
         return store_blob(j_dir, _source_chunks(source["path"], source["stat"]))
     got = read_incoming(inc)
     if got is None:
-        raise SourceChanged("its data was never completely written (the job was killed "
-                            "while logging it)")
+        raise SourceChanged("its data is not in this journal directory: the job was killed "
+                            "while logging it, or this is a copy of the journal made before "
+                            "it was staged (the original delivers it)")
     meta, payload = got
     data = encoders.encode(meta.get("how", "raw"), payload, meta.get("params") or {})
     return store_blob(j_dir, (data[i:i + CHUNK] for i in range(0, len(data), CHUNK)))

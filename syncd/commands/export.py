@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from pluto_offline import journal
+from pluto_offline.journal import carried
 from syncd.commands._common import (
     EXIT_OK,
     add_command,
@@ -62,6 +63,8 @@ class ExportResult:
     recovered: int
     notes: list[str]
     live_names: list[str] = field(default_factory=list)  # for people; not in the JSON
+    files: int = 0  # staged files carried inside (those not delivered yet)
+    file_bytes: int = 0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -138,10 +141,14 @@ def _backup(src: journal.Journal, tmp: Path) -> dict[str, int]:
             raise journal.JournalError(f"the snapshot failed its integrity check: {problem}")
         snap = journal.Journal(tmp, dst)
         counts = journal.event_counts(snap)
+        # the staged bytes of files not delivered yet travel inside the file (docs/media.md)
+        blobs, blob_bytes = carried.carry(src, dst)
         result = {
             "runs": len(journal.all_runs(snap)),
             "events": sum(c["total"] for c in counts.values()),
             "pending": sum(c["pending"] for c in counts.values()),
+            "files": blobs,
+            "file_bytes": blob_bytes,
         }
         dst.commit()
     finally:
@@ -180,7 +187,9 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_OK
     print(f"exported {res.source} -> {res.out} ({human_size(res.bytes)}): "
           f"{res.runs} run{'s' * (res.runs != 1)}, {res.events} events, "
-          f"{res.pending} not yet delivered")
+          f"{res.pending} not yet delivered"
+          + (f", {res.files} staged file{'s' * (res.files != 1)} "
+             f"({human_size(res.file_bytes)}) carried inside" if res.files else ""))
     if res.recovered:
         print(f"folded {res.recovered} records from the spill files of jobs that died")
     for note in res.notes:
