@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from pluto_offline import journal
-from pluto_offline.journal import drops
+from pluto_offline.journal import drops, filerows
 from syncd import lock
 
 # Writer ends and journaled statuses -> the state shown to people.
@@ -55,6 +55,8 @@ class RunStatus:
     rejections: list[dict[str, Any]] = field(default_factory=list)
     # records the job's log() dropped, never journaled (a full disk): {"records", "reason"}
     dropped: list[dict[str, Any]] = field(default_factory=list)
+    # logged files: pending, pending_bytes, unstaged, done, lost, rejected, resent, lost_files
+    files: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -135,7 +137,24 @@ def journal_status(j: journal.Journal) -> list[RunStatus]:
             rejections=rejections.get(run.key, []),
             dropped=dropped.get(run.key, []),
         ))
+    _add_files(j, out)
     return out
+
+
+def _add_files(j: journal.Journal, rows: list[RunStatus]) -> None:
+    """Each run's logged files (docs/media.md): a run with files still to upload, or refused,
+    is not synced; lost ones are listed with their reason."""
+    counts = filerows.counts(j)
+    lost: dict[int, list[dict]] = {}
+    for f in filerows.lost_files(j):
+        lost.setdefault(f["run"], []).append(
+            {"log_name": f["log_name"], "file_name": f["file_name"], "reason": f["reason"]})
+    for run, row in zip(journal.all_runs(j), rows, strict=True):
+        c = counts.get(run.key)
+        if c is None:
+            continue
+        row.files = {**asdict(c), "lost_files": lost.get(run.key, [])}
+        row.synced = row.synced and not c.pending and not c.rejected
 
 
 def live_run_keys(j: journal.Journal) -> set[int]:

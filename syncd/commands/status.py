@@ -157,6 +157,7 @@ def _print_table(rows: list[runstate.RunStatus], files: list[Path]) -> None:
                          "(a request got no answer and may land late)")
         for d in r.dropped:  # never journaled: the job could not write (a full disk)
             notes.append(f"[red]dropped[/] {who}: {drops.describe(d['records'], d['reason'])}")
+        notes += _file_notes(who, r.files)
         for rej in r.rejections:
             code = f" {rej['code']}" if rej["code"] is not None else ""
             notes.append(f"[red]rejected[/] {who} event {rej['seq']} ({rej['kind']}):{code} "
@@ -184,3 +185,26 @@ def _print_table(rows: list[runstate.RunStatus], files: list[Path]) -> None:
     if c["running"]:
         parts.append(f"{c['running']} running")
     console.print(", ".join(parts))
+
+def _file_notes(who: str, files: dict) -> list[str]:
+    """Lines about a run's logged files: what is left to upload, what is lost and why."""
+    from rich.markup import escape
+
+    from syncd.commands._common import human_size
+
+    notes = []
+    if files.get("pending"):
+        unstaged = f", {files['unstaged']} not staged yet" if files["unstaged"] else ""
+        notes.append(f"[yellow]files[/] {who}: {files['pending']} to upload "
+                     f"({human_size(files['pending_bytes'])}{unstaged}), {files['done']} done")
+    if files.get("lost"):
+        notes.append(f"[red]files[/] {who}: {files['lost']} file{'s' * (files['lost'] != 1)} "
+                     "lost (never uploaded):")
+        notes += [f"  {escape(f['log_name'])}/{escape(f['file_name'])}: {escape(f['reason'])}"
+                  for f in files["lost_files"]]
+    if files.get("rejected"):
+        notes.append(f"[red]files[/] {who}: {files['rejected']} refused by the server")
+    if files.get("resent"):
+        notes.append(f"[yellow]files[/] {who}: {files['resent']} presigned again after a "
+                     "presign without an answer (a second row in the UI is possible)")
+    return notes
