@@ -32,7 +32,7 @@ import signal
 import sys
 import threading
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +53,10 @@ _previous: dict[int, Any] = {}
 _previous_excepthook: Any = None
 _deferred: list[int] = []
 _ending: dict[int, int] = {}  # thread ident -> how many run ends it is inside
+# called with each run that ended (after its end is journaled): console capture lets go
+on_forget: list[Callable[[Run], None]] = []
+# called as a run's end begins, before it is journaled: console lines written so far go first
+on_ending: list[Callable[[], None]] = []
 
 
 def register(run: Run) -> None:
@@ -66,6 +70,8 @@ def forget(run: Run) -> None:
     with _lock:
         if run in ops:
             ops.remove(run)
+    for hook in list(on_forget):
+        hook(run)
 
 
 def latest() -> Run | None:
@@ -146,6 +152,9 @@ def ending() -> Iterator[None]:
     me = threading.get_ident()
     _ending[me] = _ending.get(me, 0) + 1
     try:
+        if _ending[me] == 1:
+            for hook in list(on_ending):
+                hook()
         yield
     finally:
         if _ending[me] == 1:

@@ -18,7 +18,7 @@ import os
 import uuid
 from typing import Any
 
-from pluto_offline import autostart, lifecycle
+from pluto_offline import autostart, console, lifecycle
 from pluto_offline.errors import JournalError, RunExistsError
 from pluto_offline.ids import (
     RunRef,
@@ -126,6 +126,7 @@ def init(
     lifecycle.register(run)
     run._start()
     autostart._maybe_start_daemon(j.path, settings)
+    console.attach(run, j.path, settings)
     return run
 
 

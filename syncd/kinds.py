@@ -6,6 +6,7 @@ kind        endpoint            the server deduplicates (pluto-api.md)
 metrics     ``/ingest/metrics`` yes: on (run, name, step), so a resend is harmless
 data        ``/ingest/data``    no: sent once per journal *and its copies* through the
                                 run's delivery ledger (``syncd/ledger.py``)
+logs        ``/ingest/logs``    no: console lines, the same way as ``data``
 ==========  ==================  ==========================================================
 
 A new record kind that is NDJSON on an ingest endpoint (console lines: ``/ingest/logs``) is
@@ -33,4 +34,5 @@ class IngestKind:
 INGEST: dict[str, IngestKind] = {k.kind: k for k in (
     IngestKind("metrics", "/ingest/metrics", True, "metric points"),
     IngestKind("data", "/ingest/data", False, "string-series records"),
+    IngestKind("logs", "/ingest/logs", False, "console lines"),
 )}

@@ -13,15 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
-
 SCHEMA_VERSION = 4
 JOURNAL_FILE = "journal.db"
 SPILL_DIR = "spill"
 BUSY_TIMEOUT_MS = 60_000
 
 # Event kinds, in the order a run usually produces them.
-EVENT_KINDS = ("create", "resume", "lognames", "metrics", "data", "config", "tags", "status", "close")
+EVENT_KINDS = ("create", "resume", "lognames", "metrics", "data", "config", "tags", "status", "close",
+               "logs", "alert")
 TERMINAL_STATUSES = ("COMPLETED", "FAILED", "TERMINATED", "CANCELLED")
 
 _SCHEMA = """
@@ -217,7 +216,6 @@ class Journal:
         self.path = path
         self.dir = path.parent
         self.conn = conn
-        self.db = sqlite_utils.Database(conn)
         self.id: str = self.meta("journal_id") or ""
         # a read-only open cannot migrate: readers of newer columns check this
         self.schema: int = int(self.meta("schema_version") or SCHEMA_VERSION)
@@ -254,6 +252,15 @@ class Journal:
         except sqlite3.DatabaseError as exc:
             raise _explain(exc, file) from exc
         return cls(file, conn)
+
+    @property
+    def db(self) -> Any:
+        """``sqlite_utils.Database`` over this connection, imported on first use: the import
+        costs about 0.1 s, which neither ``import pluto_offline`` nor the console helper
+        (``console/helper.py``) should pay."""
+        import sqlite_utils
+
+        return sqlite_utils.Database(self.conn)
 
     def close(self) -> None:
         self.conn.close()
