@@ -18,7 +18,7 @@ import os
 import uuid
 from typing import Any
 
-from pluto_offline import autostart, console, lifecycle
+from pluto_offline import autostart, console, lifecycle, sysinfo, sysmetrics
 from pluto_offline.errors import JournalError, RunExistsError
 from pluto_offline.ids import (
     RunRef,
@@ -106,6 +106,12 @@ def init(
                 "inherit_config": inherit_config is not False,
                 "inherit_tags": bool(inherit_tags)}
 
+    sys_on = sysmetrics.enabled(settings)
+    meta = {"system": sysinfo.system_metadata() if sys_on else {},  # as the stock SDK: off too
+            "logger": sysinfo.logger_settings(
+                settings, project=project, flush_interval=flush_interval,
+                console_on=console.enabled(settings), sanitize=console.sanitizing(settings),
+                sys_on=sys_on, sys_interval=sysmetrics.interval(settings))}
     j = _open_journal(dir)
     writer_id = uuid.uuid4().hex
     spill: Spill | None = None
@@ -115,7 +121,7 @@ def init(
         with j.transaction():
             run, restarts = _open_run(j, ref, from_env, resume, project, name, config, tags,
                                       settings, fork, writer_id, spill, flush_interval,
-                                      chosen)
+                                      chosen, meta)
     except BaseException:
         if spill is not None:
             spill.close(unlink=True)
@@ -127,13 +133,15 @@ def init(
     run._start()
     autostart._maybe_start_daemon(j.path, settings)
     console.attach(run, j.path, settings)
+    if sys_on:
+        sysmetrics.attach(run, str(j.dir), settings)
     return run
 
 
 def _open_run(j: Journal, ref: RunRef, from_env: bool, resume: bool, project: str, name: str,
               config: Any, tags: list[str], settings: dict | None, fork: dict | None,
               writer_id: str, spill: Spill, flush_interval: float,
-              chosen: bool = True) -> tuple[Run, bool]:
+              chosen: bool = True, meta: dict | None = None) -> tuple[Run, bool]:
     """Inside the init transaction: find or add the run row, journal create/resume, writer.
 
     Also says whether implicit steps restart on a run that may already hold points: a resume
@@ -170,7 +178,9 @@ def _open_run(j: Journal, ref: RunRef, from_env: bool, resume: bool, project: st
                 "resume": bool(resume or from_env),
                 # a run id the job chose can be shared by other journals (ranks, allocations,
                 # an eval job): the daemon then keeps config/tags times on the server
-                "chosen": chosen})
+                "chosen": chosen,
+                # systemMetadata facts and effective loggerSettings (issue 10)
+                **(meta or {})})
             state = (config if config is not None else {}, tags, 0, set(), set(), False, 0)
         else:  # a server run this journal does not know: the daemon resolves the ref
             key = add_run(j, project=project, run_id=ref.text, name=name, ref_kind=ref.kind,

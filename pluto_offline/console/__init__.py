@@ -36,6 +36,11 @@ def enabled(settings: dict | None) -> bool:
     return os.environ.get("PLUTO_DISABLE_CONSOLE", "").strip().lower() in ("", *_OFF)
 
 
+def sanitizing(settings: dict | None) -> bool:
+    """Whether the stock token shapes are redacted (the API key always is)."""
+    return _shapes(settings)
+
+
 def _shapes(settings: dict | None) -> bool:
     settings = settings or {}
     if "sanitize_logs" in settings:

@@ -59,9 +59,11 @@ def test_new_run_gets_an_unguessable_run_id_and_create_event(jdir):
     run.finish()
     create = events(jdir)[0]
     assert create.kind == "create"
-    assert create.data() == {"name": "n", "config": {"a": [1, 2], "3": "x"}, "tags": ["t1"],
-                             "settings": {"k": 1}, "fork": None, "resume": False,
-                             "chosen": False}
+    payload = create.data()
+    system, logger = payload.pop("system"), payload.pop("logger")  # issue 10: host facts
+    assert payload == {"name": "n", "config": {"a": [1, 2], "3": "x"}, "tags": ["t1"],
+                       "settings": {"k": 1}, "fork": None, "resume": False, "chosen": False}
+    assert system["process"]["pid"] > 0 and logger["k"] == 1
     row = journal.find_run(journal.Journal.open(jdir), project="p", run_id=run.run_id)
     assert row.created_at == create.time
 
