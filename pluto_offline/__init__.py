@@ -8,12 +8,14 @@
 Nothing here opens a socket or imports ``syncd``.
 """
 
+from pluto_offline.datatypes import Graph, Histogram, Table
 from pluto_offline.errors import JournalError, JournalVersionError, RunExistsError
 from pluto_offline.media import Artifact, Audio, File, Image, Text, Video
 from pluto_offline.run import Run
 from pluto_offline.sdk import finish, init, log, ops
 
 __all__ = [
-    "Artifact", "Audio", "File", "Image", "JournalError", "JournalVersionError", "Run",
-    "RunExistsError", "Text", "Video", "finish", "init", "log", "ops",
+    "Artifact", "Audio", "File", "Graph", "Histogram", "Image", "JournalError",
+    "JournalVersionError", "Run", "RunExistsError", "Table", "Text", "Video", "finish", "init",
+    "log", "ops",
 ]

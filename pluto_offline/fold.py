@@ -4,8 +4,9 @@ A record, as ``spill`` reads it back, is one of:
 
 - ``b"V"`` + a values payload: ``log()``'s fast path (``spill.VALUES``), kept packed;
 - the ``marshal`` of ``(step, time_ms, metrics)``: every name already registered;
-- the ``marshal`` of ``(step, time_ms, metrics, strings, new_metric_names, new_data_names)``:
-  anything else.
+- the ``marshal`` of ``(step, time_ms, metrics, strings, new_metric_names, new_data_names)``,
+  with a 7th item when structured values were logged (``datatypes.py``): a list of
+  ``(name, dataType, JSON text, logType if the name is new else None)``: anything else.
 
 A batch of records becomes, in this order: ``lognames`` events for the new names, ``metrics``
 events (packed records, ≤ ``LINES_PER_EVENT`` each) and ``data`` events (string series,
@@ -65,12 +66,13 @@ def rows(run_key: int, payloads: list[bytes],
     new_data: list[str] = []
     metric_records: list[bytes] = []
     data_lines: list[dict] = []
+    new_typed: dict[str, list[str]] = {}  # HISTOGRAM / TABLE / DATA names of structured values
     t0 = None
     for p in payloads:
         if p[0] == _V or _is_plain(p):
             metric_records.append(p)
             continue
-        step, t, metrics, strings, names_m, names_d = marshal.loads(p)
+        step, t, metrics, strings, names_m, names_d, *more = marshal.loads(p)
         t0 = t if t0 is None else t0
         if metrics:
             metric_records.append(marshal.dumps((step, t, metrics)))
@@ -79,6 +81,11 @@ def rows(run_key: int, payloads: list[bytes],
         for name, text in strings.items():
             data_lines.append({"time": t, "data": text, "dataType": "string-series",
                                "logName": name, "step": step})
+        for name, data_type, text, log_type in (more[0] if more else ()):
+            data_lines.append({"time": t, "data": text, "dataType": data_type,
+                               "logName": name, "step": step})
+            if log_type:
+                new_typed.setdefault(log_type, []).append(name)
     if t0 is None and metric_records:
         t0 = entry_step_time(metric_records[0])[1]
     if new_metric:
@@ -87,6 +94,9 @@ def rows(run_key: int, payloads: list[bytes],
     if new_data:
         out.append((run_key, "lognames", t0, None,
                     json.dumps({"type": "DATA", "names": list(dict.fromkeys(new_data))})))
+    for log_type, names in new_typed.items():
+        out.append((run_key, "lognames", t0, None,
+                    json.dumps({"type": log_type, "names": list(dict.fromkeys(names))})))
     for i in range(0, len(metric_records), LINES_PER_EVENT):
         chunk = metric_records[i:i + LINES_PER_EVENT]
         used = sorted({entry_schema(r) for r in chunk if r[0] == _V})

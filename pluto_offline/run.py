@@ -24,7 +24,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from pluto_offline import fold, forking, lifecycle
+from pluto_offline import datatypes, fold, forking, lifecycle
+from pluto_offline.alerts import RunAlerts
 from pluto_offline.changes import StateChanges
 from pluto_offline.ending import RunEnd
 from pluto_offline.errors import JournalError
@@ -53,7 +54,7 @@ FLUSH_INTERVAL = 0.05
 _PLAIN_NUMBERS = frozenset((float, int))
 
 
-class Run(StateChanges, RunEnd, RunInfo):
+class Run(StateChanges, RunEnd, RunInfo, RunAlerts):
     """One open run in this process (see ``pluto_offline.init``); its properties are
     :class:`RunInfo`'s."""
 
@@ -153,6 +154,7 @@ class Run(StateChanges, RunEnd, RunInfo):
         strings: dict[str, str] = {}
         new_metric: list[str] = []
         new_data: list[str] = []
+        structured: list[tuple] = []  # Histogram, Table, Graph (datatypes.py)
         if not all(isinstance(key, str) for key in data):
             # before any name is registered: a refused call must leave no trace
             raise ValueError("unsupported type for key in dict of logged data")
@@ -173,11 +175,17 @@ class Run(StateChanges, RunEnd, RunInfo):
                     new_data.append(key)
             elif (files := as_files(raw)) is not None:  # an Image, a list of them...
                 self._log_files(key, files, step, t)
+            elif (item := datatypes.entry(key, raw, self._data_names)) is not None:
+                if isinstance(item, str):
+                    self._warn_once(("drop", key), f"log(): {key!r} dropped: {item}")
+                else:
+                    structured.append(item)
             else:
                 self._warn_once(("drop", key), f"log(): {key!r} dropped: {value} "
                                 "(further values of this key are dropped without a warning)")
-        if metrics or strings or new_metric or new_data:
-            self._append(marshal.dumps((step, t, metrics, strings, new_metric, new_data)))
+        if metrics or strings or new_metric or new_data or structured:
+            self._append(marshal.dumps((step, t, metrics, strings, new_metric, new_data)
+                                       + ((structured,) if structured else ())))
         if metrics and len(metrics) == len(data):
             # every key a registered metric name: later calls with these keys take the fast path
             self._add_schema(tuple(data), tuple(metrics))

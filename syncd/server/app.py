@@ -19,6 +19,7 @@ from urllib.parse import unquote
 from syncd.server import faults as faults_mod
 from syncd.server import ndjson
 from syncd.server import validate as v
+from syncd.server.alerts import Alerts
 from syncd.server.db import Database
 from syncd.server.errors import HttpError, api_error, ingest_error, validation_error
 from syncd.server.files import Files
@@ -96,6 +97,7 @@ class App:
         self.runs = Runs(db, base_url)
         self.reads = Reads(db, self.runs)
         self.series = Series(db)
+        self.alerts = Alerts(db)
         self.files = Files(db, os.path.dirname(db.path), lambda: self.runs.base_url)
         self.faults = fault_table or faults_mod.FaultTable()
         self.reaper = reaper
@@ -110,6 +112,7 @@ class App:
             "/api/runs/tags/update": self._json(self.runs.update_tags),
             "/api/runs/logName/add": self._json(self.runs.add_log_names),
             "/api/runs/trigger": self._json(self.runs.heartbeat),
+            "/api/runs/alert": self._json(self.alerts.add),
             "/ingest/metrics": self._ingest_metrics,
             "/ingest/logs": self._ingest_lines(ndjson.LOG_FIELDS, self.series.add_logs),
             "/ingest/data": self._ingest_lines(ndjson.DATA_FIELDS, self.series.add_data),
@@ -123,6 +126,9 @@ class App:
             "/api/runs/metric-names": self._metric_names,
             "/api/runs/metrics": self._metrics,
             "/api/runs/logs": self._logs,
+            "/api/runs/data": self._data,
+            "/_admin/alerts": lambda r: Response.json(
+                200, {"alerts": self.alerts.list(r.int_param("runId", required=True))}),
             "/api/runs/files": self._list_files,
             "/_admin/faults": lambda r: Response.json(200, {"faults": self.faults.list()}),
             "/_admin/stats": self._stats,
@@ -272,6 +278,16 @@ class App:
             project, run_id, request.str_param("logType"), limit, request.int_param("offset", 0)
         )
         return Response.json(200, {"logs": logs})
+
+    def _data(self, request: Request) -> Response:
+        """This server's own read of data rows (string series, histograms, tables, graphs):
+        ``{"data": [{"time", "step", "dataType", "logName", "data"}]}`` by time."""
+        project = request.str_param("projectName", required=True)
+        run_id = request.int_param("runId", required=True)
+        limit = min(request.int_param("limit", 10_000), 10_000)
+        rows = self.series.data(project, run_id, request.str_param("logName"), limit,
+                                request.int_param("offset", 0))
+        return Response.json(200, {"data": rows})
 
     # --- admin ------------------------------------------------------------------------------
     def _add_faults(self, request: Request) -> Response:

@@ -177,6 +177,18 @@ class Series:
             for m, t, w, n in rows
         ]
 
+    def data(self, project: str, run_id: int, log_name: str | None, limit: int,
+             offset: int) -> list[dict]:
+        where, params = "project=? AND run_id=?", [project, run_id]
+        if log_name is not None:
+            where += " AND log_name=?"
+            params.append(log_name)
+        rows = self.db.query(
+            "SELECT time, step, data_type, log_name, data FROM data"
+            f" WHERE {where} ORDER BY time, id LIMIT ? OFFSET ?", [*params, limit, offset])
+        return [{"time": t, "step": s, "dataType": k, "logName": n, "data": d}
+                for t, s, k, n, d in rows]
+
     def counts(self, run_id: int) -> dict[str, int]:
         """Points accepted vs rows stored for a run (all projects): the dedup oracle."""
         received = self.db.query(
