@@ -6,6 +6,8 @@ The rules, which every caller gets (``plutosync prune`` and the daemon's periodi
 - never an unacknowledged event: it has not reached the server yet;
 - nothing of a run that has a live writer: the job may still resume or read it;
 - never a rejected event (its payload stays for inspection beside the server's reason);
+- the staged bytes of a logged file only once the server has it (and old enough); never
+  bytes a file not yet uploaded needs (docs/media.md);
 - never a run's newest event of each kind: a later local resume continues its step counter
   from the newest ``metrics``/``data``, and the daemon reads the last journaled ``status``.
 
@@ -20,6 +22,7 @@ import re
 from dataclasses import dataclass
 
 from pluto_offline import journal
+from pluto_offline.journal import filerows
 from syncd.runstate import live_run_keys
 
 DEFAULT_AGE = "7d"
@@ -34,6 +37,8 @@ class PruneResult:
     runs: int  # runs that lost (or would lose) events
     live_runs_skipped: int
     dry_run: bool
+    files: int = 0  # staged files whose bytes were deleted (delivered, old enough)
+    file_bytes: int = 0
 
 
 def parse_duration(text: str) -> float:
@@ -65,6 +70,9 @@ def prune_acked(j: journal.Journal, older_than_s: float, *, dry_run: bool = Fals
     age_ms = int(older_than_s * 1000)
     events, runs = journal.prunable(j, older_than_ms=age_ms, live_runs=live)
     if dry_run:
-        return PruneResult(events, runs, len(live), True)
+        blobs = filerows.prunable_blobs(j, older_than_ms=age_ms)
+        return PruneResult(events, runs, len(live), True, len(blobs), sum(b for _, b in blobs))
     deleted = journal.prune(j, older_than_ms=age_ms, live_runs=live, batch=BATCH)
-    return PruneResult(deleted, runs, len(live), False)
+    # the staged bytes of delivered files (docs/media.md); never those still to upload
+    files, size = filerows.prune_blobs(j, older_than_ms=age_ms)
+    return PruneResult(deleted, runs, len(live), False, files, size)

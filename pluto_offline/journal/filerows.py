@@ -253,3 +253,29 @@ def lost_files(j: Journal, run: int | None = None) -> list[dict]:
            + " ORDER BY f.id")
     return [dict(zip(("id", "run", "log_name", "file_name", "reason"), r, strict=True))
             for r in j.conn.execute(sql, (run,) if run is not None else ())]
+
+
+# ---------------------------------------------------------------------- retention
+def prunable_blobs(j: Journal, *, older_than_ms: int) -> list[tuple[str, int]]:
+    """``(sha, size)`` of staged bytes every file of which was delivered (or refused by the
+    server) and logged before ``older_than_ms`` ago. A blob any other file still needs (the
+    same content logged twice) is kept: bytes not acknowledged are never deleted."""
+    if not has_files(j):
+        return []
+    cutoff = int(time.time() * 1000) - older_than_ms
+    return [(sha, size or 0) for sha, size in j.conn.execute(
+        f"SELECT f.blob, max(f.size) {_FROM} WHERE f.blob IS NOT NULL GROUP BY f.blob "
+        "HAVING sum(coalesce(d.state, '') NOT IN ('done', 'rejected')) = 0 "
+        "AND max(f.time) < ?", (cutoff,))]
+
+
+def prune_blobs(j: Journal, *, older_than_ms: int) -> tuple[int, int]:
+    """Delete the bytes :func:`prunable_blobs` names; returns ``(files, bytes)`` deleted."""
+    n = total = 0
+    for sha, size in prunable_blobs(j, older_than_ms=older_than_ms):
+        try:
+            staged.blob_path(j.dir, sha).unlink()
+        except FileNotFoundError:
+            continue
+        n, total = n + 1, total + size
+    return n, total

@@ -76,6 +76,9 @@ def run(args: argparse.Namespace) -> int:
     verb = "would delete" if res.dry_run else "deleted"
     line = (f"{verb} {res.events} acknowledged event{'s' * (res.events != 1)} "
             f"of {res.runs} run{'s' * (res.runs != 1)} older than {_age(age)}")
+    if res.files:
+        line += (f", and the staged bytes of {res.files} delivered file"
+                 f"{'s' * (res.files != 1)} ({res.file_bytes} bytes)")
     if res.live_runs_skipped:
         line += f"; {res.live_runs_skipped} running run(s) left alone"
     print(line)

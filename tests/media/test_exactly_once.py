@@ -116,3 +116,30 @@ def test_a_file_the_server_refuses_is_recorded_and_the_run_still_ends(tmp_path, 
     with journal.Journal.open(tmp_path / "j", readonly=True) as j:
         reason = j.conn.execute("SELECT reason FROM file_delivery").fetchone()[0]
     assert "injected fault: HTTP 400" in reason
+
+
+def test_retention_deletes_delivered_bytes_and_never_pending_ones(tmp_path, pluto_server):
+    from syncd.retention import prune_acked
+
+    offline_job(tmp_path / "j", "kept", {"a": b"delivered bytes", "b": b"shared bytes"})
+    drain(pluto_server, tmp_path / "j")
+    run = pluto.init(dir=str(tmp_path / "j"), project=PROJECT, name="later", run_id="later")
+    run.log({"c": pluto.Artifact(b"not uploaded yet")})
+    run.log({"d": pluto.Artifact(b"shared bytes")})  # same content as a delivered file
+    run.finish()
+    run._media.wait_staged()
+    blobs = tmp_path / "j" / "files"
+    before = {p.name for p in blobs.iterdir() if p.is_file()}
+    assert len(before) == 3  # content-addressed: the shared bytes are staged once
+    with journal.Journal.open(tmp_path / "j") as j:
+        result = prune_acked(j, 0)
+        shared = j.conn.execute("SELECT blob FROM files WHERE log_name = 'd'").fetchone()[0]
+        pending = j.conn.execute("SELECT blob FROM files WHERE log_name = 'c'").fetchone()[0]
+    after = {p.name for p in blobs.iterdir() if p.is_file()}
+    assert (result.files, result.file_bytes) == (1, len(b"delivered bytes"))
+    assert after == {shared, pending}  # what the second run still has to upload stays
+    drain(pluto_server, tmp_path / "j")
+    with journal.Journal.open(tmp_path / "j") as j:
+        assert prune_acked(j, 0).files == 2
+    assert not [p for p in blobs.iterdir() if p.is_file()]
+    assert file_rows(pluto_server, server_id(tmp_path / "j", "later")) == 2
