@@ -55,7 +55,12 @@ class MediaLog:
         self.new_names: dict[str, list[str]] = {}  # kind -> names not yet registered
         self.names: set[tuple[str, str]] = set()
         self.number = 0
-        self.quota = staged.max_staged()
+        try:
+            self.quota = staged.max_staged()
+        except ValueError as exc:  # a typo in the environment must not stop the training
+            logger.warning("pluto_offline: %s; using the default, %d bytes", exc,
+                           staged.DEFAULT_MAX_STAGED)
+            self.quota = staged.DEFAULT_MAX_STAGED
         self.used: int | None = None  # bytes under files/ (estimated between scans)
         self.scanned = 0.0
         self.refused = 0
