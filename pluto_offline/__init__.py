@@ -13,9 +13,10 @@ from pluto_offline.errors import JournalError, JournalVersionError, RunExistsErr
 from pluto_offline.media import Artifact, Audio, File, Image, Text, Video
 from pluto_offline.run import Run
 from pluto_offline.sdk import finish, init, log, ops
+from pluto_offline.waiting import wait
 
 __all__ = [
     "Artifact", "Audio", "File", "Graph", "Histogram", "Image", "JournalError",
     "JournalVersionError", "Run", "RunExistsError", "Table", "Text", "Video", "finish", "init",
-    "log", "ops",
+    "log", "ops", "wait",
 ]

@@ -30,6 +30,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from pluto_offline.journal import daemon_exit
+
 log = logging.getLogger("pluto_offline")
 
 ENV_SWITCH = "PLUTO_OFFLINE_AUTOSTART"
@@ -40,6 +42,13 @@ _URL_VARS = ("PLUTO_URL_API", "PLUTO_URL_INGEST", "PLUTO_URL_PY", "PLUTO_URL_APP
              "MLOP_URL_API", "MLOP_URL_INGEST", "MLOP_URL_PY", "MLOP_URL_APP")
 _OFF = {"0", "false", "no", "off"}
 _warned: set[str] = set()
+_starting: dict[Path, subprocess.Popen] = {}  # daemons this process spawned, until they lock
+
+
+def starting(file: Path) -> bool:
+    """Whether this process spawned a daemon for ``file`` that has not taken its lock yet."""
+    proc = _starting.get(file)
+    return proc is not None and proc.poll() is None
 
 
 def enabled(settings: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None) -> bool:
@@ -69,17 +78,27 @@ def journal_file(journal_path: str | os.PathLike[str]) -> Path:
 
 def daemon_running(file: Path) -> bool:
     """Whether a plutosync holds the journal's lock (a shared probe, as ``syncd.lock.holder``)."""
+    return daemon_pid(file) is not None
+
+
+def daemon_pid(file: Path) -> int | None:
+    """The pid of the plutosync holding the journal's lock (-1 if it wrote none yet), or None.
+
+    The lock file holds the holder's pid (``syncd/lock.py``)."""
     try:
         fd = os.open(file.with_name(file.name + ".lock"), os.O_RDONLY)
     except OSError:
-        return False
+        return None
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
-        return True
+        try:
+            return int(os.pread(fd, 32, 0).decode().strip() or -1)
+        except (OSError, ValueError):
+            return -1
     finally:
         os.close(fd)  # also drops our probe lock
-    return False
+    return None
 
 
 def _maybe_start_daemon(
@@ -108,12 +127,13 @@ def _maybe_start_daemon(
             if daemon_running(file):  # started while we took the gate
                 os.close(gate)
                 return None
-            proc = _spawn(file)
+            proc, log_at = _spawn(file)
+            _starting[file] = proc
         except BaseException:
             os.close(gate)
             raise
-        threading.Thread(target=_watch, args=(proc, file, gate), name="plutosync-autostart",
-                         daemon=True).start()
+        threading.Thread(target=_watch, args=(proc, file, gate, log_at),
+                         name="plutosync-autostart", daemon=True).start()
         return proc.pid
     except Exception as exc:  # never break init() over delivery
         _warn_once("spawn", f"pluto_offline: could not start plutosync ({exc}); runs stay in "
@@ -136,19 +156,48 @@ def _take_gate(file: Path) -> int | None:
     return fd
 
 
-def _watch(proc: subprocess.Popen, file: Path, gate: int) -> None:
-    """Open the gate once the daemon holds the lock (or gave up), then reap it when it exits."""
+def _watch(proc: subprocess.Popen, file: Path, gate: int, log_at: int) -> None:
+    """Open the gate once the daemon holds the lock (or gave up), then reap it when it exits.
+
+    A daemon that exits with an error leaves its reason beside the journal
+    (``journal.daemon_exit``: its last line of output), for the job's end-of-run line and
+    ``plutosync status``; one that started fine clears an older reason."""
     try:
         deadline = time.monotonic() + GATE_TIMEOUT_S
         while proc.poll() is None and not daemon_running(file) and time.monotonic() < deadline:
             time.sleep(0.05)
+        if proc.poll() is None and daemon_running(file):
+            daemon_exit.clear(file)
     finally:
+        _starting.pop(file, None)
         os.close(gate)
-    proc.wait()  # no zombie left behind in a long job
+    code = proc.wait()  # no zombie left behind in a long job
+    if code != 0:
+        log = file.parent / LOG_FILE
+        try:
+            daemon_exit.write(file, pid=proc.pid, code=code, reason=_last_line(log, log_at),
+                              log=log)
+        except OSError as exc:  # (the job's end-of-run line then just says none runs)
+            _warn_once("exit", f"pluto_offline: plutosync (pid {proc.pid}) exited (code "
+                       f"{code}) and its reason could not be noted beside the journal: {exc}")
 
 
-def _spawn(file: Path) -> subprocess.Popen:
+def _last_line(log: Path, since: int) -> str:
+    """The daemon's last non-empty line of output after offset ``since`` (its error)."""
+    try:
+        with open(log, "rb") as fh:
+            fh.seek(since)
+            tail = fh.read()[-8192:].decode(errors="replace")
+    except OSError:
+        return "(no output)"
+    lines = [ln.strip() for ln in tail.splitlines() if ln.strip()]
+    return lines[-1][:500] if lines else "(no output)"
+
+
+def _spawn(file: Path) -> tuple[subprocess.Popen, int]:
+    """The daemon's process, and the size of ``plutosync.log`` before it wrote anything."""
     logfd = os.open(file.parent / LOG_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    log_at = os.fstat(logfd).st_size
     try:
         proc = subprocess.Popen(
             [sys.executable, "-m", "syncd", "run", "--dir", str(file), "--exit-when-idle"],
@@ -159,7 +208,7 @@ def _spawn(file: Path) -> subprocess.Popen:
         os.close(logfd)
     log.info("pluto_offline: started plutosync (pid %d) for %s; log: %s", proc.pid, file,
              file.parent / LOG_FILE)
-    return proc
+    return proc, log_at
 
 
 def _warn_once(what: str, message: str) -> None:

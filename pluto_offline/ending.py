@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from pluto_offline import forking, lifecycle
+from pluto_offline import forking, lifecycle, waiting, whereabouts
 from pluto_offline.identity import JournalIdentity
 from pluto_offline.journal import Journal, append_event, drops, end_writer
 from pluto_offline.outage import Outage
@@ -28,6 +28,7 @@ class RunEnd:
     """How a run ends (the fields and helpers are :class:`~pluto_offline.run.Run`'s)."""
 
     _run_id: str
+    _name: str
     _key: int
     _writer_id: str
     _guest: bool
@@ -43,18 +44,25 @@ class RunEnd:
     _fold: Callable[..., None]
     _clock_ms: Callable[[], int]
 
-    def finish(self, code: int | None = None) -> None:
-        """End the run: COMPLETED, or FAILED when ``code`` is non-zero. Never raises.
+    def finish(self, code: int | None = None, timeout: float | None = None) -> None:
+        """End the run: COMPLETED, or FAILED when ``code`` is non-zero. Never raises (but a bad
+        ``timeout`` is a ``TypeError``/``ValueError``, before anything is done).
+
+        ``timeout`` (seconds; else ``PLUTO_OFFLINE_WAIT``, else no wait): then wait, at most
+        that long, until a live plutosync has delivered the run (read from the journal, never
+        the network), or return at once when none is delivering it (``waiting``). Either way
+        one line then says where the run went (``whereabouts``).
 
         In a process forked after ``init()`` it closes only that process's writer (a warning
         says so): the run's status is its starting process's to decide.
         """
+        wait = waiting.check_timeout(timeout) if timeout is not None else waiting.env_timeout()
         if self._guest:
             forking.warn_guest_finish(self)
         if code:
-            self._end("FAILED", {"exit_code": code})
+            self._end("FAILED", {"exit_code": code}, wait=wait)
         else:
-            self._end("COMPLETED", None)
+            self._end("COMPLETED", None, wait=wait)
 
     def close(self) -> None:
         """Release this process's hold on the run without changing its status.
@@ -63,21 +71,35 @@ class RunEnd:
         """
         self._end(None, None)
 
-    def _end(self, status: str | None, metadata: dict | None, *, at: int | None = None) -> bool:
-        """Journal the end (status, or a close) durably and release everything; first caller wins."""
+    def _end(self, status: str | None, metadata: dict | None, *, at: int | None = None,
+             wait: float | None = None) -> bool:
+        """Journal the end (status, or a close) durably and release everything; first caller
+        wins. After a status journaled here, ``wait`` (seconds; None: no wait, also for
+        signals and exceptions) for its delivery, then say where the run went."""
         with self._end_lock:
             if self._ended:
                 return False
             self._ended = status or "closed"
         with lifecycle.ending():
-            self._journal_end(status, metadata, at)
+            told = self._journal_end(status, metadata, at)
+        if told:
+            self._tell_where(wait)
         return True
 
-    def _journal_end(self, status: str | None, metadata: dict | None, at: int | None) -> None:
+    def _tell_where(self, wait: float | None) -> None:
+        target = waiting.Target(self._run_id, self._name, self._key, self._identity.path)
+        waiting.ended.append(target)  # for pluto_offline.wait()
+        if wait:
+            left = waiting.until_delivered([target], wait)
+            waiting.report(left, wait, f"finish(timeout={wait:g})")
+        whereabouts.tell(*target)
+
+    def _journal_end(self, status: str | None, metadata: dict | None, at: int | None) -> bool:
+        """True when the run's status (not a close) was journaled by this process."""
         if self._guest:  # a forked child: never the parent's status, only its own writer
             if self._j is None:
                 lifecycle.forget(self)
-                return
+                return False
             status = metadata = None
         self._stop.set()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
@@ -104,6 +126,7 @@ class RunEnd:
                 self._keep_end(status, metadata, when, exc)
         finally:
             self._release(folded)
+        return folded and status is not None
 
     def _keep_end(self, status: str | None, metadata: dict | None, when: int,
                   exc: Exception) -> None:
@@ -141,5 +164,5 @@ class RunEnd:
             self._j.close()
 
     def _at_exit(self) -> None:
-        self._end("COMPLETED", None)
+        self._end("COMPLETED", None, wait=waiting.env_timeout())
 

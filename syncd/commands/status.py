@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from pluto_offline import journal
-from pluto_offline.journal import drops
+from pluto_offline.journal import daemon_exit, drops
 from syncd import runstate
 from syncd.commands._common import (
     EXIT_CHECK,
@@ -169,6 +169,11 @@ def _print_table(rows: list[runstate.RunStatus], files: list[Path]) -> None:
         label = escape(runstate.journal_label(file))
         mine = [r for r in rows if r.journal == str(file)]
         pid = next((r.daemon_pid for r in mine if r.daemon_pid), None)
+        gone = None if pid else daemon_exit.read(file)  # a job's autostarted daemon died
+        if gone is not None:
+            console.print(f"{label}: [red]the plutosync a job started exited at once[/] (pid "
+                          f"{gone.pid}, exit {gone.code}, {runstate.clock(gone.at)}): "
+                          f"{escape(gone.reason)} — see {escape(gone.log)}")
         if pid:
             console.print(f"{label}: delivered by plutosync (pid {pid})")
         elif any(r.pending or r.reassert_due is not None for r in mine):
