@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from pluto_offline import lifecycle
 from pluto_offline.errors import JournalError
 from pluto_offline.journal import Journal, add_writer, append_event
+from pluto_offline.journal.forks import fork_writer_id
 from pluto_offline.outage import Outage
 from pluto_offline.spill import HEADER_SIZE, RECORD, Spill
 
@@ -166,7 +167,7 @@ def attach(run: Run) -> None:
         except OSError as exc:
             raise JournalError(f"cannot open the journal at {run._identity.path}: "
                                f"{exc.strerror}") from exc
-        writer_id = uuid.uuid4().hex
+        writer_id = fork_writer_id(uuid.uuid4().hex)  # a worker: never ends the run
         try:
             run._identity.check(run._run_id)
             spill = Spill.create(j.spill_dir, writer_id)

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pluto_offline.journal.forks import PREFIX as FORK_PREFIX
 from pluto_offline.spill import NEW_SUFFIX, STALE_NEW_S, SUFFIX, scan
 
 if TYPE_CHECKING:
@@ -185,8 +186,10 @@ def _report_killed(j: Journal) -> None:
     """
     from pluto_offline.journal import append_event
 
+    # a forked worker's writer dying is not the job dying (journal/forks.py)
     candidates = [r[0] for r in j.conn.execute(
-        "SELECT DISTINCT run FROM writers WHERE ended_how = 'killed'")]
+        "SELECT DISTINCT run FROM writers WHERE ended_how = 'killed' AND id NOT LIKE ?",
+        (FORK_PREFIX + "%",))]
     if not candidates:
         return
     from pluto_offline.journal import live_writer_ids as live_writers

@@ -18,7 +18,6 @@ from pluto_offline import journal
 from syncd.client import PlutoClient
 from syncd.heartbeat import HEARTBEAT_S, Heartbeat, live_runs
 from syncd.lock import JournalLock
-from syncd.oneshot import OneShotReplayer
 from syncd.replayer import Replayer, drain
 from syncd.settings import Settings
 from syncd.watch import Watcher
@@ -71,8 +70,7 @@ HURRY_SIGNAL = signal.SIGUSR1  # sent by `plutosync push` to the daemon holding 
 def _try_now(j: journal.Journal, replayer: Replayer) -> None:
     """Skip every run's backoff and the pauses over all runs: a person is waiting (push)."""
     log.info("asked by plutosync push to try now: every pending run is tried at once")
-    replayer.try_now([r.key for r in journal.runs_with_pending(j)])
-    replayer._net.due = replayer._auth.due = 0.0  # noqa: SLF001 (no public hook yet)
+    replayer.try_now([r.key for r in journal.runs_with_pending(j)], pauses=True)
 
 
 class Daemon:
@@ -106,11 +104,9 @@ class Daemon:
         with JournalLock(self.file):
             j = journal.Journal.open(self.file)
             client = PlutoClient(self.settings)
-            if self.options.once:  # a refused key ends it, said once with advice for --once
-                replayer: Replayer = OneShotReplayer(j, client, stop=self.stop)
-                replayer.command = "run --once"
-            else:
-                replayer = Replayer(j, client, stop=self.stop)
+            # --once: a refused key ends it, said once with advice for --once
+            replayer = Replayer(j, client, stop=self.stop,
+                                one_shot="run --once" if self.options.once else None)
             try:
                 if self.options.once:
                     return self._once(j, replayer)
@@ -124,13 +120,12 @@ class Daemon:
         replayer.wait_for_creators = lambda: False  # nothing else here could create them
         deadline = None if self.options.timeout is None else time.monotonic() + self.options.timeout
         done = drain(replayer, deadline=deadline, give_up_on_auth=True)
-        if isinstance(replayer, OneShotReplayer) and replayer.last_auth_error is not None:
-            log.error("%s", replayer.last_auth_error.describe_once(replayer.command))
+        if replayer.one_shot and replayer.last_auth_error is not None:
+            log.error("%s", replayer.last_auth_error.describe_once(replayer.one_shot))
         left = replayer.outstanding() + replayer.stuck()
         for row in left:
             reason = row.conflict or replayer.hold_reason(row.key) or row.last_error or "pending"
-            if isinstance(replayer, OneShotReplayer):
-                reason = replayer.refused_key_note(reason) or reason
+            reason = replayer.refused_key_note(reason) or reason
             log.error("run %s/%s not fully delivered: %s", row.project, row.name or row.run_id,
                       reason)
         return 0 if done and not left else 1

@@ -21,9 +21,10 @@ written to the journal's ``delivery`` table for ``plutosync status``.
 from __future__ import annotations
 
 import logging
+import sqlite3
+import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -31,12 +32,13 @@ from pluto_offline import journal
 from pluto_offline.journal import filerows
 from syncd import finalstate, retry, runstate
 from syncd.client import AuthError, ClientError, PlutoClient, RejectedError, TransientError
+from syncd.cursor import Cursor, Hold, RunCtx  # noqa: F401 (Hold, RunCtx: part of its API)
+from syncd.delivery import Delivery  # the per-event requests
 from syncd.files import FileLane
 
 log = logging.getLogger("plutosync")
 
 BATCH_BYTES = 4 * 1024 * 1024  # one NDJSON request: big enough to amortize, small for RSS
-READ_CHUNK = 16  # events read per query (an SDK event holds up to 2,000 calls): bounded memory
 REASSERT_AFTER = 3.0  # request timeouts after an unanswered state request
 REASSERT_HOLD = ("its final config/tags/status are to be sent again: a request got no answer "
                  "and may still land late")
@@ -45,41 +47,11 @@ QUIET_S = 60.0  # the same trouble is logged at most once a minute
 CREATOR_POLL_MAX_S = 30.0  # a run waiting for another journal to create it asks this often
 
 
-class Hold(Exception):
-    """The run cannot go on now, through no error: waiting for its fork parent, or a conflict.
-
-    ``stuck`` means it will not go on without a person (a conflict, or a parent in conflict);
-    ``creator`` that it waits for another journal (the one that started the run) to create
-    the run on the server: tried again with backoff, and given up by one-shot deliveries
-    once nothing else they deliver could be that journal (:attr:`Replayer.wait_for_creators`).
-    """
-
-    def __init__(self, reason: str, *, stuck: bool = False, creator: bool = False) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.stuck = stuck
-        self.creator = creator
-
-
 @dataclass
 class Progress:
     requests: int = 0
     events: int = 0  # events acknowledged (delivered or recorded as rejected)
     rejected: int = 0
-
-
-@dataclass
-class RunCtx:
-    """One run's state during its turn in a pass."""
-
-    row: journal.RunRow
-    server_id: int | None
-    acked: int
-    open_error: str | None = None  # the run's create/resume was refused: why
-
-    @property
-    def label(self) -> str:
-        return f"{self.row.project}/{self.row.name or self.row.run_id}"
 
 
 @dataclass
@@ -97,52 +69,6 @@ class _Gate:
 
     attempts: int = 0
     due: float = 0.0
-
-
-class Cursor:
-    """A run's pending events, read in chunks; :meth:`take_batch` joins consecutive ones."""
-
-    def __init__(self, j: journal.Journal, run: int, after: int) -> None:
-        self.j, self.run, self.after = j, run, after
-        self.buf: deque[journal.Event] = deque()
-
-    def peek(self) -> journal.Event | None:
-        if not self.buf:
-            events = journal.pending_events(self.j, self.run, after=self.after, limit=READ_CHUNK)
-            if events:
-                self.buf.extend(events)
-                self.after = events[-1].seq
-        return self.buf[0] if self.buf else None
-
-    def take(self) -> journal.Event:
-        self.peek()
-        return self.buf.popleft()
-
-    def ahead(self, limit_bytes: int) -> list[journal.Event]:
-        """The buffered events, reading more until about ``limit_bytes`` of payload are held:
-        what the next request will carry, to render while this one is in flight."""
-        size = sum(len(e.payload or "") for e in self.buf)
-        while size < limit_bytes:
-            events = journal.pending_events(self.j, self.run, after=self.after, limit=READ_CHUNK)
-            if not events:
-                break
-            self.buf.extend(events)
-            self.after = events[-1].seq
-            size += sum(len(e.payload or "") for e in events)
-        return list(self.buf)
-
-    def take_batch(self, kind: str, limit_bytes: int) -> list[journal.Event]:
-        out: list[journal.Event] = []
-        size = 0
-        while (ev := self.peek()) is not None and ev.kind == kind:
-            # a packed metrics payload about doubles when rendered as NDJSON (the fast path's
-            # f64 values; marshal records grow by half)
-            n = len(ev.payload or "") * (2 if isinstance(ev.payload, bytes) else 1) + 1
-            if out and size + n > limit_bytes:
-                break
-            out.append(self.take())
-            size += n
-        return out
 
 
 @dataclass
@@ -164,10 +90,16 @@ class Replayer:
     # service waits (None); a one-shot delivery says until when (push: while other journals
     # of the same push are still being delivered).
     wait_for_creators: Callable[[], bool] | None = None
+    # The one-shot command delivering (``"push"``, ``"run --once"``), or None for the service.
+    # One-shot: a run whose delivery fails for a reason neither transient nor an event's
+    # refusal (its events unreadable, a journal error, a bug) is given up for this delivery
+    # (``given_up``) and the others go on, instead of the service's slow retries; a refused key
+    # is recorded with the command's own advice (AuthError.describe_once), not logged.
+    one_shot: str | None = None
+    given_up: dict[int, tuple[journal.RunRow, BaseException | str]] = field(default_factory=dict)
+    moved: dict[int, int] = field(default_factory=dict)  # events acknowledged per run
 
     def __post_init__(self) -> None:
-        from syncd.delivery import Delivery  # the per-event requests
-
         self.delivery = Delivery(self)
         # logged files go in a lane of their own (its thread, connection and client)
         self.files = FileLane(str(self.j.path), self.client.settings, self.stop)
@@ -195,7 +127,8 @@ class Replayer:
 
         def movable(r: journal.RunRow) -> bool:
             sched = self._sched.get(r.key, _Sched())
-            return not r.conflict and not sched.stuck and (patient or not sched.creator)
+            return (not r.conflict and not sched.stuck and r.key not in self.given_up
+                    and (patient or not sched.creator))
 
         rows = [r for r in journal.runs_with_pending(self.j) if movable(r)]
         keys = {r.key for r in rows}
@@ -271,15 +204,31 @@ class Replayer:
         """Keys of runs waiting for another journal to create them on the server."""
         return [k for k, s in self._sched.items() if s.creator]
 
-    def try_now(self, keys: list[int]) -> None:
-        """Try these runs on the next pass, whatever their backoff says."""
+    def try_now(self, keys: list[int], *, pauses: bool = False) -> None:
+        """Try these runs on the next pass, whatever their backoff says (``pauses``: and
+        whatever pause holds every run: the network's backoff, a refused key's)."""
         for key in keys:
             self._sched.setdefault(key, _Sched()).due = 0.0
+        if pauses:
+            self._net.due = self._auth.due = 0.0
+
+    def refused_key_note(self, reason: str | None) -> str | None:
+        """For a run a one-shot delivery left undelivered: a short word for the refused key
+        when ``reason`` is its full advice (said once already), else None."""
+        exc = self.last_auth_error
+        if exc is not None and self.one_shot and reason == exc.describe_once(self.one_shot):
+            return f"not sent: {exc.short()} (above)"
+        return None
 
     def stuck(self) -> list[journal.RunRow]:
         """Runs with pending events held until a person acts (a conflict), with the reason."""
         return [r for r in journal.runs_with_pending(self.j)
                 if r.conflict or self._sched.get(r.key, _Sched()).stuck]
+
+    def held(self, key: int) -> bool:
+        """Whether the run is held until a person acts (a conflict, or a parent in one)."""
+        s = self._sched.get(key)
+        return s is not None and s.stuck
 
     def hold_reason(self, key: int) -> str | None:
         s = self._sched.get(key)
@@ -300,12 +249,24 @@ class Replayer:
 
     def _ready(self, row: journal.RunRow) -> bool:
         now = time.monotonic()
-        if row.conflict or now < self._auth.due or now < self._net.due:
+        if row.conflict or now < self._auth.due or now < self._net.due or row.key in self.given_up:
             return False
         return self._sched.setdefault(row.key, _Sched()).due <= now
 
     # ------------------------------------------------------------------ one run's turn
     def _deliver(self, row: journal.RunRow) -> None:
+        if self.one_shot is None:
+            self._turn(row)
+            return
+        try:
+            self._turn(row)
+        except Exception as exc:  # escaped the run's own handling (its journal reads): still
+            self.given_up.setdefault(row.key, (row, exc))  # this run's, given up for now
+            if not journal_trouble(exc):
+                log.info("run %s/%s stopped by an unexpected error", row.project,
+                         row.name or row.run_id, exc_info=exc)
+
+    def _turn(self, row: journal.RunRow) -> None:
         sched = self._sched.setdefault(row.key, _Sched())
         ctx = RunCtx(row, row.server_id, row.acked_seq)
         cursor = Cursor(self.j, row.key, row.acked_seq)
@@ -361,12 +322,22 @@ class Replayer:
     def _failed(self, ctx: RunCtx, sched: _Sched, reason: str) -> None:
         """Something neither transient nor an event's refusal went wrong with this run: keep
         its events, note why (plutosync status), and try the run again later, slowly."""
+        if self.one_shot is not None:  # the error itself when the journal is at fault
+            exc = sys.exc_info()[1]
+            self.given_up.setdefault(ctx.row.key, (ctx.row, exc if journal_trouble(exc)
+                                                   else reason))
         sched.attempts += 1
         delay = min(retry.BACKOFF_CAP_S, 2.0 ** sched.attempts)
         sched.due = time.monotonic() + delay
         journal.record_error(self.j, ctx.row.key, reason[:500], next_try=time.time() + delay)
 
     def _auth_refused(self, ctx: RunCtx, exc: AuthError) -> None:
+        if self.one_shot is not None:  # said once, at the end, by the command
+            self._auth.due = time.monotonic() + 60.0
+            self.last_auth_error = exc
+            self.server_state = "auth"
+            journal.record_error(self.j, ctx.row.key, exc.describe_once(self.one_shot))
+            return
         self._auth.attempts += 1
         delay = retry.next_delay(exc, self._auth.attempts) or 60.0
         self._auth.due = time.monotonic() + delay
@@ -392,6 +363,7 @@ class Replayer:
         """Record a success: the run's acked seq (and server ids) in one transaction."""
         journal.ack(self.j, ctx.row.key, seq, **server)
         ctx.acked = seq
+        self.moved[ctx.row.key] = self.moved.get(ctx.row.key, 0) + events
         self._count(events, requests)
 
     def rejected(self, ctx: RunCtx, ev: journal.Event, exc: ClientError | None,
@@ -401,6 +373,7 @@ class Replayer:
         text = reason or (exc.describe() if exc else "refused")
         journal.reject(self.j, ev, code=code, reason=text)
         ctx.acked = ev.seq
+        self.moved[ctx.row.key] = self.moved.get(ctx.row.key, 0) + 1
         self.totals.rejected += 1
         self._count(1, 0)
         log.warning("run %s: the server refused a %s event (%s); recorded, moving on",
@@ -433,3 +406,8 @@ def drain(replayer: Replayer, *, deadline: float | None = None,
             wait = deadline - now
         replayer.stop.wait(min(wait if wait is not None else 0.05, 1.0))
     return False
+
+
+def journal_trouble(exc: BaseException | None) -> bool:
+    """Whether ``exc`` is the journal's trouble (damage, a journal or file error), not a bug."""
+    return isinstance(exc, (sqlite3.DatabaseError, journal.JournalError, OSError))

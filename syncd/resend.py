@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 
 from pluto_offline import journal
 from syncd.client import AuthError, RejectedError, TransientError
-from syncd.replayer import Cursor, Hold, Replayer, RunCtx
+from syncd.cursor import Cursor, Hold, RunCtx
+from syncd.replayer import Replayer
 
 ONLY_AT_CREATE = ("settings", "fork")  # parts of a create that no later request can carry
 _NO_MORE = 1 << 62  # a cursor that reads nothing past the event it is given

@@ -13,6 +13,7 @@ from typing import Any
 
 from pluto_offline import journal
 from pluto_offline.journal import drops, filerows
+from pluto_offline.journal.forks import forked
 from syncd import lock
 
 # Writer ends and journaled statuses -> the state shown to people.
@@ -78,7 +79,8 @@ def local_state(writers: list[dict], live_ids: set[str], last_lifecycle: str | N
     """
     if any(w["id"] in live_ids for w in writers):
         return "running"
-    enders = [w for w in writers if w["ended_how"] != "closed"]
+    # a forked worker's writer never ends the run, however it went (journal/forks.py)
+    enders = [w for w in writers if w["ended_how"] != "closed" and not forked(w["id"])]
     if enders:
         last = max(enders, key=lambda w: (w["opened_at"], w["ended_at"] or 0))
         if last["ended_at"] is None:

@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
+from pluto_offline.journal.forks import forked
 from pluto_offline.journal.store import Event, Journal, RunRow, _run_rows, now_ms
 
 
@@ -106,7 +107,8 @@ def only_attached(j: Journal, run: int) -> bool:
     """Whether this journal only attached to the run: every writer ended by ``close()``
     (none alive, none ended it, none killed) and no status journaled. Such a journal (an eval
     job) must not create the run on the server: the journal that started it names it."""
-    rows = j.conn.execute("SELECT id, ended_how FROM writers WHERE run = ?", (run,)).fetchall()
+    rows = [(w, how) for w, how in j.conn.execute(
+        "SELECT id, ended_how FROM writers WHERE run = ?", (run,)) if not forked(w)]
     if not rows or any(how != "closed" for _, how in rows):
         return False
     if j.conn.execute("SELECT 1 FROM events WHERE run = ? AND kind = 'status' LIMIT 1",

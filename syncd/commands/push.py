@@ -25,9 +25,8 @@ from syncd import settings as settings_mod
 from syncd.commands._common import no_journal_found
 from syncd.commands.push_find import find_journals
 from syncd.commands.push_follow import follow
-from syncd.commands.push_journal import (  # noqa: F401 (push_one, _PushReplayer: for tests)
+from syncd.commands.push_journal import (  # noqa: F401 (push_one: for tests)
     Outcome,
-    _PushReplayer,
     _QuietDamage,
     _short,
     _where,

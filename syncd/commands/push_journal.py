@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from rich.progress import Progress
 
@@ -26,8 +24,7 @@ from syncd.client import PlutoClient
 from syncd.commands._common import explain, probe_journal
 from syncd.daemon import recover
 from syncd.lock import JournalAccessError, JournalLock, LockHeldError
-from syncd.oneshot import OneShotReplayer
-from syncd.replayer import drain
+from syncd.replayer import Replayer, drain, journal_trouble
 
 log = logging.getLogger("plutosync")
 
@@ -62,45 +59,6 @@ class Outcome:
 
 
 
-class _PushReplayer(OneShotReplayer):
-    """The replayer, with a run whose delivery fails for a reason that is neither the server's
-    answer to an event nor transient (its events unreadable where the file is damaged, a journal
-    error, a bug) given up for this push at once, and the journal's other runs delivered: a
-    one-shot delivery has no use for the service's slow retries of such a run."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self.failed: dict[int, tuple[journal.RunRow, BaseException | str]] = {}
-        self.moved: dict[int, int] = {}  # events acknowledged per run during this push
-
-    def _ready(self, row: journal.RunRow) -> bool:
-        return row.key not in self.failed and super()._ready(row)
-
-    def outstanding(self) -> list[journal.RunRow]:
-        return [r for r in super().outstanding() if r.key not in self.failed]
-
-    def _deliver(self, row: journal.RunRow) -> None:
-        before = self.totals.events
-        try:
-            super()._deliver(row)
-        except Exception as exc:  # escaped the replayer's own handling: still this run's
-            self.failed.setdefault(row.key, (row, exc))
-            if not isinstance(exc, (sqlite3.DatabaseError, journal.JournalError)):
-                log.info("run %s stopped by an unexpected error", _label(row), exc_info=exc)
-        finally:
-            self.moved[row.key] = self.moved.get(row.key, 0) + self.totals.events - before
-
-    def _failed(self, ctx: Any, sched: Any, reason: str) -> None:
-        # called by the replayer while it handles the run's error: keep the error itself
-        exc = sys.exc_info()[1]
-        self.failed.setdefault(ctx.row.key, (ctx.row, exc if _is_journal_trouble(exc) else reason))
-        super()._failed(ctx, sched, reason)  # recorded for plutosync status
-
-
-def _is_journal_trouble(exc: BaseException | None) -> bool:
-    return isinstance(exc, (sqlite3.DatabaseError, journal.JournalError, OSError))
-
-
 class _QuietDamage(logging.Filter):
     """A journal's damage is named once in the summary, with what to do: no traceback in the
     log for it (nor, unless -v, for any error the summary reports)."""
@@ -113,7 +71,7 @@ class _QuietDamage(logging.Filter):
         exc = record.exc_info[1] if record.exc_info else None
         if exc is None:
             return True
-        if _is_journal_trouble(exc):
+        if journal_trouble(exc):
             return False
         if not self.verbose:
             record.exc_info, record.exc_text = None, None
@@ -189,7 +147,7 @@ def _deliver(j: journal.Journal, settings: settings_mod.Settings, stop: threadin
     out.reasserts = len(journal.runs_to_reassert(j))
     task = progress.add_task(_short(out.path), total=out.total) if progress else None
     client = PlutoClient(settings)
-    replayer = _PushReplayer(j, client, stop=stop)
+    replayer = Replayer(j, client, stop=stop, one_shot="push")
     replayer.wait_for_creators = others or (lambda: False)
     if progress is not None and task is not None:
         replayer.on_progress = lambda p: progress.update(task, completed=p.events)
@@ -212,7 +170,7 @@ def _deliver(j: journal.Journal, settings: settings_mod.Settings, stop: threadin
         client.close()
         out.delivered = replayer.totals.events - replayer.totals.rejected
         out.rejected = replayer.totals.rejected
-        for key, (row, exc) in replayer.failed.items():
+        for key, (row, exc) in replayer.given_up.items():
             pending = counts.get(key, {}).get("pending", 0)
             out.failed = True
             out.problems.append(
@@ -255,7 +213,7 @@ def _account_retried(j: journal.Journal, out: Outcome, tried: resend.Tried) -> N
 
 
 def _account(j: journal.Journal, out: Outcome, started: int, stop: threading.Event,
-             replayer: _PushReplayer) -> None:
+             replayer: Replayer) -> None:
     """What is left in the journal after the push, and why; every rejected event."""
     after = journal.event_counts(j)
     out.left = sum(c["pending"] for c in after.values())
@@ -263,7 +221,7 @@ def _account(j: journal.Journal, out: Outcome, started: int, stop: threading.Eve
     if refused_key is not None:
         out.problems.append(refused_key.describe_once("push"))
     for row in journal.runs_with_pending(j):
-        if row.key in replayer.failed:
+        if row.key in replayer.given_up:
             continue  # said above, with what stopped it
         why = row.conflict or replayer.hold_reason(row.key) or row.last_error or (
             "stopped" if stop.is_set() else "timed out")

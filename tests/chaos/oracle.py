@@ -247,6 +247,7 @@ def expected_run(writers: list[Writer], reports: dict[str, list[dict]],
         for s in steps:
             for n in w.names:
                 required[(n, s)] = value(n, s)
+        _worker_points(lines, required)
         # Signalled between a call's return and its report (SIGTERM's handler still reports
         # the end; a state change in progress is finished first, then the run ends).
         cut = launch.signalled is not None
@@ -386,6 +387,13 @@ def _check_points(c: Counts, project: str, run_id: str, sid: int, exp: dict,
     c.add("lost", len(missing), f"{run_id}: metric names not registered {sorted(missing)}")
 
 
+def _worker_points(lines: list[dict], required: dict[tuple[str, int], float]) -> None:
+    """The points a writer's forked worker reported as returned from log()."""
+    for x in lines:
+        if x["op"] == "wlog":
+            required[(x["name"], x["step"])] = value(x["name"], x["step"])
+
+
 def _same(got: Any, want: float) -> bool:
     try:
         return math.isclose(float(got), want, rel_tol=1e-9, abs_tol=1e-9)
@@ -513,6 +521,7 @@ def expected_multi(schedule: Schedule, run_id: str, reports: dict[str, list[dict
         if w.tags:
             tag_inits.append((at, sorted(w.tags), f"{w.name}/{w.journal} init"))
         steps = [x["step"] for x in lines if x["op"] == "log"]
+        _worker_points(lines, required)
         for i, s in enumerate(steps):
             for n in w.names:
                 required[(n, s)] = value(n, s)

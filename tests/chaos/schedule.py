@@ -92,6 +92,9 @@ class Writer:
     bad: str | None = None  # a refused input planted: config_str | huge_config
     project: str | None = None  # another project (the decoy of a damaged journal)
     run_name: str | None = None  # the name passed to init() (default: the writer's name)
+    # a worker forked after init() (a DataLoader-style process): (at step index, its own
+    # steps, how it leaves: os_exit | sys_exit); it logs "worker/<name>" as a writer of its own
+    worker: tuple[int, int, str] | None = None
 
     @property
     def attaches(self) -> bool:
@@ -315,7 +318,7 @@ def build_single(seed: int) -> Schedule:
     if rng.random() < 0.15:  # the server marks runs FAILED 1 s after their last heartbeat
         reaper = (REAPER_S, REAPER_S)
         notes.append("reaper 1s")
-    return Schedule(seed=seed, project=f"chaos-{seed}", writers=tuple(writers),
+    return Schedule(seed=seed, project=f"chaos-{seed}", writers=_with_workers(seed, writers),
                     actions=tuple(sorted(actions, key=lambda a: a.at)),
                     daemon_from_start=daemon_from_start, offline_until=offline_until,
                     reaper=reaper, notes=tuple(notes))
@@ -429,7 +432,7 @@ def build_multi(seed: int) -> Schedule:
         notes.append("pushes: " + " then ".join(
             ("+".join(p.items) + (f" in {p.folder}" if p.folder else "")
              + (" later" if p.settle else "")) for p in pushes))
-    return Schedule(seed=seed, project=f"chaos-{seed}", writers=tuple(writers),
+    return Schedule(seed=seed, project=f"chaos-{seed}", writers=_with_workers(seed, writers),
                     actions=tuple(sorted(actions, key=lambda a: a.at)), reaper=reaper,
                     notes=tuple(notes), journals=tuple(journals), exports=tuple(exports),
                     pushes=tuple(pushes), damages=tuple(damages), shared=shared,
@@ -514,3 +517,17 @@ def _exported(rng: random.Random, seed: int, shared: str) -> list[Writer]:
     """A trainer whose journal is carried out twice (no close(): a copy taken while it runs
     shows its writer dead, and only a later end tells the run's state)."""
     return [_trainer_of(rng, seed, shared, tuple(e for e in ENDS if e != "close"))]
+
+
+def _with_workers(seed: int, writers: list[Writer]) -> tuple[Writer, ...]:
+    """Give some writers a forked worker that logs (issue 11: DataLoader workers, a Pool).
+    Drawn from a generator of their own, so a seed's other choices stay as they were."""
+    out = []
+    for w in writers:
+        rng = random.Random(f"{seed}/{w.name}/worker")
+        if w.role in ("trainer", "fork", "resume", "eval") and w.steps >= 4 \
+                and rng.random() < 0.3 and not w.bad:
+            w = replace(w, worker=(rng.randrange(1, max(2, w.steps // 2)), rng.randint(5, 30),
+                                   rng.choice(("os_exit", "sys_exit"))))
+        out.append(w)
+    return tuple(out)

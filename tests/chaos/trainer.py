@@ -61,9 +61,10 @@ def string_step(index: int) -> bool:
 
 
 def _on_sigterm(signum: int, frame: object) -> None:
-    # Chained to by the SDK's handler once it journaled TERMINATED.
+    # A user's handler, run by the SDK's first (docs/sdk.md): leaving by sys.exit ends the
+    # run TERMINATED (os._exit would skip every hook: killed).
     report("end", how="sigterm")
-    os._exit(143)
+    sys.exit(143)
 
 
 def _excepthook(tp: type, exc: BaseException, tb: object) -> None:
@@ -125,7 +126,10 @@ def main(spec_path: str) -> int:
         ops.setdefault(op["index"], []).append(op)
     names = spec["names"]
     strings = spec.get("strings") or ()
+    worker = spec.get("worker")
     for i in range(spec["steps"]):
+        if worker and i == worker[0]:
+            _fork_worker(run, spec["name"], worker[1], worker[2])
         for op in ops.get(i, ()):
             _state_change(run, op)
         step = spec["first_step"] + i if spec["explicit_steps"] else run.step + 1
@@ -139,6 +143,27 @@ def main(spec_path: str) -> int:
         time.sleep(spec["interval"])
     report("logged")
     return _end(run, spec)
+
+
+def _fork_worker(run: Any, name: str, steps: int, leave: str) -> None:
+    """A worker forked after init(), as DataLoader and Pool workers are: it logs a series of
+    its own through the inherited run (a writer of its own), then leaves by ``os._exit`` (as
+    those workers do) or ``sys.exit``, never ending the parent's run."""
+    if os.fork() != 0:
+        return
+    metric = f"worker/{name}"
+    code = 0
+    try:
+        for s in range(steps):
+            run.log({metric: value(metric, s)}, step=s)
+            report("wlog", name=metric, step=s)
+            time.sleep(0.002)
+    except BaseException as exc:  # noqa: BLE001 - reported: the oracle counts it
+        report("bug", what=f"worker: {type(exc).__name__}: {exc}")
+        code = 1
+    if leave == "os_exit":
+        os._exit(code)
+    sys.exit(code)  # atexit hooks run: the SDK closes only this worker's writer
 
 
 def _state_change(run: Any, op: dict) -> None:

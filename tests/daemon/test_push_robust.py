@@ -22,9 +22,9 @@ import pytest
 
 import pluto_offline as pluto
 from pluto_offline import journal
-from syncd.commands import push as push_mod
 from syncd.commands._common import probe_journal
 from syncd.commands.push import find_journals, push_one
+from syncd.replayer import Replayer
 from tests.fixtures.daemon import DaemonProcess, JournalBuilder, settings_for
 
 PAGE = 4096
@@ -234,7 +234,7 @@ def test_an_unexpected_error_of_the_journal_is_its_outcome_not_the_pushs(tmp_pat
         raise sqlite3.DatabaseError("database disk image is malformed")
 
     # the damage met after everything was delivered, while sending the final state again
-    monkeypatch.setattr(push_mod._PushReplayer, "reassert_now", boom)
+    monkeypatch.setattr(Replayer, "reassert_now", boom)
     out = push_one(journal.resolve_path(tmp_path / "j"), settings_for(pluto_server),
                    threading.Event(), 60.0)
     assert out.left == -1 and out.failed and out.delivered == n

@@ -171,3 +171,37 @@ def test_forks_while_the_parent_logs_and_folds_leave_its_records_exact(jdir):
     assert [line["step"] for line in parent] == list(range(1, 8001))
     assert [line["data"]["loss"] for line in parent] == [float(i) for i in range(8000)]
     assert len([line for line in lines if "child" in line["data"]]) == int(r.stdout.split()[-1])
+
+
+CLOSES = """
+import os, sys
+import pluto_offline as pluto
+
+run = pluto.init(dir=sys.argv[1], project="proj", run_id="eval", resume=True)
+run.log({"acc": 0.5}, step=1)
+pid = os.fork()
+if pid == 0:  # a DataLoader-style worker: logs, then leaves by os._exit
+    pluto.log({"worker": 1.0}, step=1)
+    os._exit(0)
+os.waitpid(pid, 0)
+run.close()  # an eval job attached to a run another job ends
+"""
+
+
+def test_a_worker_leaving_by_os_exit_never_ends_a_closed_run(tmp_path: Path,
+                                                              pluto_server_module):
+    """The worker's writer is dead without an end, like a SIGKILLed job's: that must not make
+    the run FAILED {reason: killed} (journal/forks.py), nor read as killed in status."""
+    from syncd import runstate
+
+    jdir = tmp_path / "j"
+    r = run_child(CLOSES, str(jdir))
+    assert r.returncode == 0, r.stderr
+    assert statuses(jdir) == []  # recovery (in events()) journals no FAILED killed
+    with journal.Journal.open(jdir) as j:
+        [row] = runstate.journal_status(j)
+        assert row.state == "closed"
+        [run] = journal.all_runs(j)
+        assert journal.only_attached(j, run.key)  # still an eval job that only attached
+        writers = sorted(w["ended_how"] for w in journal.writers(j))
+    assert writers == ["closed", "killed"]

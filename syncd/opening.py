@@ -1,0 +1,300 @@
+"""Opening a run on the server: its create (or an attach, or a resume), with the checks
+a run written by several journals needs (docs/delivery.md). Part of :class:`syncd.delivery.
+Delivery`; a mixin so that the per-event dispatch stays in one small place.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+from pluto_offline import journal
+from syncd import finalstate, runstate, shared
+from syncd.client import PlutoClient, RejectedError, TransientError
+from syncd.cursor import Hold, RunCtx
+
+if TYPE_CHECKING:
+    from syncd.replayer import Replayer
+
+log = logging.getLogger("plutosync")
+
+OPENERS = ("create", "resume")
+# What a refused create can be sent again without, by the part's name in `rejected`.
+_OPTIONAL_PARTS = {"tags": ("tags",), "settings": ("loggerSettings",),
+                   "fork": ("forkRunId", "forkStep", "inheritConfig", "inheritTags")}
+ORIGIN_KEY = "plutoOffline"
+
+
+class Opening:
+    r: Replayer
+    j: journal.Journal
+    client: PlutoClient
+
+    def _create(self, ctx: RunCtx, ev: journal.Event) -> None:
+        row = ctx.row
+        if ctx.server_id is not None:
+            # opened already (an earlier try stopped in the status check that follows an
+            # open, or a duplicate event): only that check is left to do
+            self._opened(ctx, ev, {"runId": ctx.server_id, "displayId": row.display_id,
+                                   "number": row.number, "url": row.url}, "created")
+            return
+        p = ev.data() or {}
+        attach = bool(p.get("resume"))  # init(resume=True) or PLUTO_RUN_ID: attaching intended
+        if attach and journal.only_attached(self.j, row.key):
+            self._attach(ctx, ev)
+            return
+        body: dict[str, Any] = {
+            "runName": p.get("name") or row.name or row.run_id,
+            "projectName": row.project,
+            "externalId": row.run_id,
+            "createdAt": ev.time,
+        }
+        if p.get("tags"):
+            body["tags"] = p["tags"]
+        # No config in the create: an existing run with this externalId would get it merged
+        # before we could tell a conflict. It follows in a config update once the run is ours.
+        if p.get("settings") or p.get("logger"):  # the effective settings, the job's on top
+            logger = p.get("logger") if isinstance(p.get("logger"), dict) else {}
+            body["loggerSettings"] = json.dumps(
+                {**logger, **p["settings"]} if isinstance(p.get("settings"), dict)
+                else p["settings"] or logger)
+        # Who created the run: a later copy of this journal (an air-gap carry exported again)
+        # recognises the run as its own instead of calling it a conflict, and a journal that
+        # was only attaching (resume=True) leaves the run's own journal free to attach later.
+        # Beside the host/process/git facts the SDK journaled with the create (issue 10).
+        system = p.get("system") if isinstance(p.get("system"), dict) else {}
+        body["systemMetadata"] = json.dumps({**system, ORIGIN_KEY: {**_origin(self.j, row),
+                                                                    "attach": attach}})
+        try:
+            if p.get("fork"):
+                body.update(self._fork_fields(ctx, ev, p["fork"]))
+            # Marked before sending: after a crash, resumed=true is then our own create.
+            replay = journal.sent_seq(self.j, row.key) >= ev.seq
+            journal.mark_sent(self.j, row.key, ev.seq)
+            answer = self._create_run(row, ev, body)
+        except RejectedError as exc:
+            self._open_refused(ctx, ev, exc)
+            return
+        if (answer.get("resumed") and not replay and not attach
+                and not self._ours_to_join(row, answer)):
+            conflict = (
+                f"externalId {row.run_id!r} already exists in project {row.project!r} on the "
+                f"server (run {answer.get('displayId') or answer.get('runId')}) and this journal "
+                "did not ask to resume it; nothing was merged. Resume it explicitly "
+                "(init(run_id=..., resume=True)) or use another run_id."
+            )
+            journal.record_error(self.j, row.key, "conflict", conflict=conflict)
+            log.error("run %s: %s", ctx.label, conflict)
+            raise Hold(conflict, stuck=True)
+        fresh = not answer.get("resumed")
+        sid = int(answer["runId"])
+        config = p.get("config")
+        tags = list(p.get("tags") or []) if "tags" in body else []
+        # Acked only with the create: after a crash in between, all is sent again.
+        more = shared.create_marks(self.j, row, tags, ev.time) if fresh else {}
+        try:
+            if config and not isinstance(config, dict):  # the server says why not
+                self.client.update_config(sid, json.dumps(config))
+            elif config or more:
+                shared.send_config(self.client, self.j, row, sid, config or {}, ev.time,
+                                   fresh=fresh, more=more)
+        except RejectedError as exc:
+            self._part_refused(ctx, ev, "config", exc)
+        if not fresh:
+            shared.create_found_run(self.client, self.j, row, sid, list(p.get("tags") or []),
+                                    ev.time)
+        how = "re-attached" if answer.get("resumed") and not replay else "created"
+        self._opened(ctx, ev, answer, how, fresh=fresh)
+
+    def _create_run(self, row: journal.RunRow, ev: journal.Event,
+                    body: dict[str, Any]) -> dict[str, Any]:
+        """Send the create; if the server refuses it, send it again without its optional
+        parts (tags, settings, fork link), recording them as refused: the run and its data
+        are worth more than the parts the server would not take."""
+        try:
+            return self._opening(row, "create", self.client.create_run, body)
+        except RejectedError as exc:
+            parts = {part: keys for part, keys in _OPTIONAL_PARTS.items()
+                     if any(k in body for k in keys)}
+            if not parts or exc.code is None:
+                raise
+            dropped = {k for keys in parts.values() for k in keys}
+            answer = self._opening(row, "create", self.client.create_run,
+                                   {k: v for k, v in body.items() if k not in dropped})
+            what = ", ".join(parts)
+            journal.reject_part(self.j, ev, ",".join(parts), code=exc.code, reason=(
+                f"the server refused the create with its {what} ({exc.describe()}); the run "
+                f"was created without them"))
+            log.warning("run %s/%s: the server refused its %s at create (%s); created without "
+                        "them, recorded as rejected", row.project, row.name or row.run_id, what,
+                        exc.describe())
+            return answer
+
+    def _attach(self, ctx: RunCtx, ev: journal.Event) -> None:
+        """Open a run this journal only attached to (an eval job: resume=True, close()):
+        resume it by externalId, never create it; until the journal that started it has
+        created it, wait (the run's name and first config are that journal's to give)."""
+        row = ctx.row
+        body = {"externalId": row.run_id, "projectName": row.project}
+        try:
+            answer = self._opening(row, "resume", self.client.resume_run, body)
+        except RejectedError as exc:
+            if exc.code != 404:
+                self._open_refused(ctx, ev, exc)
+                return
+            raise Hold(f"waiting for run {row.run_id!r} to be created on the server by the "
+                       "journal that started it: this journal only attached to it "
+                       "(init(resume=True), then close()); deliver that journal too",
+                       creator=True) from None
+        p = ev.data() or {}
+        if p.get("config"):
+            try:
+                if isinstance(p["config"], dict):
+                    shared.send_config(self.client, self.j, row, int(answer["runId"]),
+                                       p["config"], ev.time)
+                else:  # the server says why not
+                    self.client.update_config(int(answer["runId"]), json.dumps(p["config"]))
+            except RejectedError as exc:
+                self._part_refused(ctx, ev, "config", exc)
+        self._opened(ctx, ev, answer, "attached to")
+
+    def _ours_to_join(self, row: journal.RunRow, answer: dict[str, Any]) -> bool:
+        """Whether the existing server run is this journal's to join although it did not ask
+        to resume: created from this journal (or a copy of it), or by a journal that was only
+        attaching to it (a rank or an eval job delivered before the run's own journal)."""
+        try:
+            fields = self.client.run_fields(int(answer["runId"]), ("systemMetadata",))
+        except RejectedError:
+            return False  # cannot tell: the cautious answer is a conflict
+        meta = fields.get("systemMetadata")
+        if isinstance(meta, str):
+            try:
+                meta = json.loads(meta)
+            except ValueError:
+                return False
+        origin = meta.get(ORIGIN_KEY) if isinstance(meta, dict) else None
+        if not isinstance(origin, dict):
+            return False
+        mine = _origin(self.j, row)
+        return origin.get("attach") is True or all(origin.get(k) == v for k, v in mine.items())
+
+    def _resume(self, ctx: RunCtx, ev: journal.Event) -> None:
+        row = ctx.row
+        by = (ev.data() or {}).get("by") or row.ref_kind
+        if ctx.server_id is not None:
+            body: dict[str, Any] = {"runId": ctx.server_id}
+        elif by == "id":
+            body = {"runId": int(row.run_id)}
+        elif by == "display":
+            body = {"displayId": row.run_id}  # as the stock client: the server finds it
+        else:
+            body = {"externalId": row.run_id, "projectName": row.project}
+        try:
+            try:
+                answer = self._opening(row, "resume", self.client.resume_run, body)
+            except RejectedError as exc:
+                if exc.code != 409 or "displayId" not in body:
+                    raise
+                answer = self._opening(row, "resume", self.client.resume_run,
+                                       {**body, "projectName": row.project})
+        except RejectedError as exc:
+            if ctx.server_id is None:
+                self._open_refused(ctx, ev, exc)
+            else:
+                self.r.rejected(ctx, ev, exc)
+            return
+        self._opened(ctx, ev, answer, "resumed")
+
+    def _opening(self, row: journal.RunRow, request: str, send: Any,
+                 body: dict[str, Any]) -> dict[str, Any]:
+        """Send a create or resume. Either sets the run RUNNING on the server; one left
+        unanswered may land late, after the run's terminal status, and reopen it."""
+        try:
+            return send(body)
+        except TransientError as exc:
+            if exc.unanswered:
+                self.r.ambiguous(row.key, "status", request)
+            raise
+
+    def _opened(self, ctx: RunCtx, ev: journal.Event, answer: dict, how: str,
+                fresh: bool = False) -> None:
+        """The run is open on the server: apply the final-state rule, then acknowledge."""
+        fields = {
+            "server_id": int(answer["runId"]),
+            "display_id": answer.get("displayId"),
+            "number": answer.get("number"),
+            "url": answer.get("url"),
+        }
+        at = journal.lifecycle_time(self.j, ctx.row.key, ev.seq)
+        first = ctx.server_id is None
+        if first:  # kept before the status check: a retry of the check does not open again
+            journal.ack(self.j, ctx.row.key, ctx.acked, **fields)
+            ctx.server_id = fields["server_id"]
+        if fresh:  # a new run: nothing on the server to compare with
+            finalstate.mark_open(self.client, fields["server_id"], at)
+            outcome = "running"
+        else:
+            outcome = finalstate.opened(self.client, fields["server_id"], at)
+        self.r.acked(ctx, ev.seq, 1, requests=2)
+        if first:
+            log.info("run %s: %s on the server as %s %s", ctx.label, how,
+                     fields["display_id"] or fields["server_id"], fields["url"] or "")
+        if outcome == "restored":
+            log.info("run %s: its %s at %s is older than the end the server holds; that end "
+                     "was put back", ctx.label, ev.kind, runstate.clock(at / 1000))
+
+    def _part_refused(self, ctx: RunCtx, ev: journal.Event, part: str,
+                      exc: RejectedError) -> None:
+        journal.reject_part(self.j, ev, part, code=exc.code,
+                            reason=f"the server refused the run's {part}: {exc.describe()}")
+        log.warning("run %s: the server refused its %s (%s); recorded, moving on", ctx.label,
+                    part, exc.describe())
+
+    def _open_refused(self, ctx: RunCtx, ev: journal.Event, exc: RejectedError) -> None:
+        ctx.open_error = f"its {ev.kind} was refused: {exc.describe()}"
+        self.r.rejected(ctx, ev, exc)
+
+    def _open_error(self, ctx: RunCtx) -> str | None:
+        """Why the run was never opened on the server (its refused create/resume), if so."""
+        for rej in journal.rejected_events(self.j, ctx.row.key):
+            if rej["kind"] in OPENERS:
+                ctx.open_error = f"its {rej['kind']} was refused: {rej['reason']}"
+                return ctx.open_error
+        return None
+
+    def _fork_fields(self, ctx: RunCtx, ev: journal.Event, fork: dict) -> dict[str, Any]:
+        parent = fork.get("parent") or {}
+        if "key" in parent:
+            prow = journal.get_run(self.j, int(parent["key"]))
+            if prow is None:
+                raise RejectedError(None, f"fork parent (journal run {parent['key']}) is not in the journal")
+            name = f"{prow.project}/{prow.name or prow.run_id}"
+            first = journal.pending_events(self.j, prow.key, after=prow.acked_seq, limit=1)
+            if prow.server_id is None or (first and first[0].seq < ev.seq):
+                if prow.server_id is None and any(
+                    r["kind"] in OPENERS for r in journal.rejected_events(self.j, prow.key)
+                ):
+                    raise RejectedError(None, f"fork parent {name} was refused by the server")
+                held = prow.conflict is not None or self.r.held(prow.key)
+                raise Hold(f"waiting for fork parent {name} to be delivered", stuck=held)
+            parent_id = prow.server_id
+        elif "id" in parent:
+            parent_id = int(parent["id"])
+        elif "display_id" in parent:
+            parent_id = int(self.client.run_by_display_id(parent["display_id"], ctx.row.project)["id"])
+        else:
+            raise RejectedError(None, f"fork parent {parent!r} names no run")
+        return {
+            "forkRunId": parent_id,
+            "forkStep": fork.get("step"),
+            # A local parent's config and tags were merged into the child's at init (the
+            # create's): the server's copy would be the parent's as of when this create lands,
+            # with changes the parent made after the fork.
+            "inheritConfig": fork.get("inherit_config", True) and "key" not in parent,
+            "inheritTags": fork.get("inherit_tags", False) and "key" not in parent,
+        }
+
+
+def _origin(j: journal.Journal, row: journal.RunRow) -> dict[str, Any]:
+    return {"journal": j.id, "run": row.key}
