@@ -263,7 +263,10 @@ class Runner:
             d.mkdir(parents=True, exist_ok=True)
         server = LocalServer(self.workdir / "server", reaper=self.s.reaper).start()
         base = {k: v for k, v in os.environ.items() if not k.startswith(("PLUTO_", "MLOP_"))}
-        self.writer_env = {**base, "PLUTO_OFFLINE_AUTOSTART": "0"}
+        # the sampler's sys/ series would be points the oracle does not expect (it is tested
+        # on its own: tests/sysmetrics); console capture stays on, as for users
+        self.writer_env = {**base, "PLUTO_OFFLINE_AUTOSTART": "0",
+                           "PLUTO_DISABLE_SYSTEM_METRICS": "1"}
         self.daemon_env = {**base, **server.env(), "PLUTOSYNC_TIMEOUT": str(self.s.client_timeout)}
         if self.s.multi:
             for j in self.s.journals:

@@ -347,7 +347,13 @@ def test_expected_status_is_the_latest_by_time_across_journals() -> None:
                 "a1": oracle.Launch(started=True, exited_at=11.5, first_step=1)}
     exp = oracle.expected_multi(s, "plant-shared", reports, launches)
     assert exp["states"] == {"COMPLETED"}, exp["events"]
-    assert exp["names"] == ["a0"]  # a1 resumed: the run keeps the creating journal's name
+    # a1 resumed but ended the run: delivered first, its create names the run (the server
+    # cannot rename it); a journal that only attached (close()) never does
+    assert exp["names"] == ["a0", "a1"]
+    closing = replace(a1, end="close")
+    exp = oracle.expected_multi(replace(s, writers=(a0, closing)), "plant-shared", reports,
+                                launches)
+    assert exp["names"] == ["a0"]
     # the later allocation SIGKILLed instead: FAILED, reason killed, at its last event
     reports["a1"] = reports["a1"][:3]
     launches["a1"] = oracle.Launch(started=True, signalled="sigkill", signalled_at=11.6,
