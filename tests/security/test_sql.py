@@ -52,6 +52,17 @@ REVIEWED = {
     ("syncd/server/runs.py", "SELECT {RUN_COLUMNS}"): "where: constant fragments with '?'",
     ("syncd/server/series.py", "WHERE {where}"): "where: constant fragments with '?'",
     ("syncd/server/series.py", "_UPSERT"): "a constant",
+    ("pluto_offline/journal/carried.py", "NOT EXISTS {TABLE} (sha"): "TABLE: the constant 'export_blobs'",
+    ("pluto_offline/journal/carried.py", "INTO {TABLE} (sha"): "TABLE: the constant",
+    ("pluto_offline/journal/carried.py", "FROM {TABLE} WHERE"): "TABLE: the constant",
+    ("pluto_offline/journal/filerows.py", " {_FROM} WHERE"):
+        "_FROM/_COLS/_OPEN: constant fragments; values as '?'",
+    ("pluto_offline/journal/filerows.py", "WHERE writer IN ({marks})"): "marks: '?,?,...'",
+    ("pluto_offline/journal/filerows.py", "coalesce(d.resent, 0) {_FROM}"): "_FROM: a constant",
+    ("pluto_offline/journal/filerows.py", "sql"): "constant + optional ' AND f.run = ?'",
+    ("syncd/server/alerts.py", "SCHEMA"): "a constant",
+    ("syncd/server/files.py", "SCHEMA"): "a constant",
+    ("syncd/server/files.py", "WHERE {where}"): "where: constant fragments with '?'",
 }
 _SQL_CALLS = {"execute", "executemany", "executescript", "query"}
 
