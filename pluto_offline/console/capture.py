@@ -79,7 +79,11 @@ class Capture:
             ctrl_r, ctrl_w = os.pipe()
             ack_r, ack_w = os.pipe()
             fds = [ctrl_r, ctrl_w, ack_r, ack_w]
-            cfg = {"path": [p for p in sys.path if isinstance(p, str)], "journal": journal,
+            # where this package is first: an editable install finds it through a finder
+            # that -S (no site hooks) skips, so sys.path alone may not hold it
+            here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+            cfg = {"path": [here, *(p for p in sys.path if isinstance(p, str))],
+                   "journal": journal,
                    "run": run, "run_id": run_id, "ctrl": ctrl_r, "ack": ack_w, "shapes": shapes,
                    "prefix": prefix,
                    "streams": [[r.read, _TYPES[r.fd], r.fd] for r in made]}

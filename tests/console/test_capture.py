@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 
 import pluto.query as pq
 
@@ -172,3 +174,17 @@ def test_the_journal_file_stays_owner_only_and_lines_are_one_event_kind(tmp_path
     with journal.Journal.open(tmp_path / "j", readonly=True) as j:
         kinds = [k for (k,) in j.conn.execute("SELECT kind FROM events ORDER BY seq")]
     assert kinds == ["create", "status", "logs"] or kinds == ["create", "logs", "status"]
+
+
+def test_a_job_started_outside_the_source_tree_is_captured(tmp_path):
+    """The helper process starts without site hooks (-S): it must find the package where the
+    job found it, also in an editable install run from another directory."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", jobs.PREAMBLE + "run = pluto.init(run_id='elsewhere')\n"
+         "print('from elsewhere', flush=True)\nrun.finish()\n"],
+        env=jobs.job_env(tmp_path / "j"), cwd=tmp_path, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert b"console helper process exited" not in err, err
+    assert "from elsewhere" in jobs.messages(tmp_path / "j", "elsewhere")
