@@ -82,6 +82,54 @@ def check_owner(journal_file: Path) -> None:
             f"{_user(_owner(d))}, mode {_mode(d)}); {HOW}")
 
 
+def check_readable(journal_file: Path, command: str) -> None:
+    """Raise :class:`JournalAccessError` when this user may not read ``journal_file`` (for the
+    read-only commands: ``status``, ``export``, ``prune --dry-run``), naming what is closed and
+    whom to run ``plutosync COMMAND`` as. A missing file is left to the caller to report."""
+    me = os.geteuid()
+    try:
+        st = os.stat(journal_file)
+    except FileNotFoundError:
+        return
+    except PermissionError:
+        closed = _closed_ancestor(journal_file)
+        owner = _owner(closed)
+        raise JournalAccessError(
+            f"cannot read journal {journal_file} as {_user(me)}: {closed} (owner "
+            f"{_user(owner)}, mode {_mode(closed)}) does not let {_user(me)} in; run plutosync "
+            f"{command} as {_name(owner) if owner is not None else 'the journal owner'} (the "
+            "user whose jobs write the journal)") from None
+    if not os.access(journal_file, os.R_OK):
+        raise JournalAccessError(
+            f"cannot read journal {journal_file} as {_user(me)}: it belongs to "
+            f"{_user(st.st_uid)} with mode {st.st_mode & 0o7777:04o}; run plutosync {command} "
+            f"as {_name(st.st_uid)} (the user whose jobs write the journal)")
+
+
+def readonly_trouble(journal_file: Path, command: str) -> str | None:
+    """Why SQLite cannot open a journal this user may read but not write, read-only, or None
+    when it can be read as it is now (no write-ahead log beside it: see ``_common``)."""
+    me = os.geteuid()
+    d = journal_file.parent
+    wal = journal_file.with_name(journal_file.name + "-wal")
+    shm = journal_file.with_name(journal_file.name + "-shm")
+    try:
+        st = os.stat(journal_file)
+    except OSError:
+        return None
+    run_as = f"run plutosync {command} as {_name(st.st_uid)} (the journal's owner)"
+    for side in (wal, shm):
+        if side.exists() and not os.access(side, os.R_OK):
+            return (f"cannot read journal {journal_file} as {_user(me)}: {side.name} beside it "
+                    f"(owner {_user(_owner(side))}, mode {_mode(side)}) is not readable by "
+                    f"{_user(me)}; {run_as}")
+    if wal.exists() and not shm.exists() and not os.access(d, os.W_OK | os.X_OK):
+        return (f"cannot read journal {journal_file} as {_user(me)}: it has a write-ahead log "
+                f"({wal.name}) but no {shm.name} index, and {_user(me)} may not create one in "
+                f"{d} (owner {_user(_owner(d))}, mode {_mode(d)}); {run_as}")
+    return None
+
+
 def _closed_ancestor(path: Path) -> Path:
     """The nearest directory above ``path`` this user may not enter."""
     for parent in reversed(path.parents):

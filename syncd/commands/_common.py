@@ -53,20 +53,82 @@ def journal_label(file: Path) -> str:
 
 
 def journal_file(path: str | None) -> Path:
-    """The journal file a ``--dir`` value names (a directory, a ``.db`` file, or the default)."""
-    return journal.resolve_path(path)
+    """The journal file a ``--dir`` value names (a directory, a ``.db`` file, or the default).
+
+    A path this user may not look into is taken as a directory: opening it then says what is
+    closed (:func:`open_existing`)."""
+    try:
+        return journal.resolve_path(path)
+    except PermissionError:
+        raw = path or os.environ.get("PLUTO_DIR") or journal.default_dir()
+        p = Path(raw).expanduser()
+        return p if p.suffix == ".db" else p / journal.JOURNAL_FILE
 
 
-def open_existing(path: str | None, *, readonly: bool) -> journal.Journal:
+def open_existing(path: str | None, *, readonly: bool, command: str = "status") -> journal.Journal:
     """Open a journal that must already exist; never creates one by mistake.
 
-    Raises :class:`journal.JournalError` with a message that names the path and what to do.
+    ``readonly``: only read it, which any user who may read the file can do (another user's
+    journal opened to them, a copy on read-only media). Otherwise this user must own it, as
+    for ``plutosync run`` (:func:`lock.check_owner`). Raises :class:`journal.JournalError` with
+    a message that names the path, what is missing and what to do (``command`` is named in it).
     """
+    from syncd import lock
+
     file = journal_file(path)
-    if not readonly:
-        # validate read-only first: a writable open would add our schema to any SQLite file
-        journal.Journal.open(file, readonly=True).close()
+    try:
+        lock.check_readable(file, command)
+        if not readonly and file.exists():
+            lock.check_owner(file)
+    except lock.JournalAccessError as exc:
+        raise journal.JournalError(str(exc)) from None
+    if readonly:
+        return _open_readonly(file, command)
+    # validate read-only first: a writable open would add our schema to any SQLite file
+    journal.Journal.open(file, readonly=True).close()
     return journal.Journal.open(file, readonly=readonly, create=False)
+
+
+def _open_readonly(file: Path, command: str) -> journal.Journal:
+    """A read-only open that needs no write access anywhere.
+
+    SQLite reads a WAL journal through a ``-shm`` index it creates when missing: in a directory
+    this user may not write (another user's journal, read-only media) that fails. Without a
+    write-ahead log beside the file no writer has it open, and the file alone is the whole
+    journal: it is then read as it is (SQLite's ``immutable`` mode), creating nothing.
+    """
+    from syncd import lock
+
+    try:
+        return journal.Journal.open(file, readonly=True, create=False)
+    except journal.JournalError as exc:
+        cause = exc.__cause__
+        if not isinstance(cause, sqlite3.DatabaseError) or not any(
+                w in str(cause) for w in ("readonly", "unable to open")):
+            raise
+        why = lock.readonly_trouble(file, command)
+        if why:
+            raise journal.JournalError(why) from None
+        wal = file.with_name(file.name + "-wal")
+        if wal.exists() and wal.stat().st_size > 0:
+            raise journal.JournalError(
+                f"cannot read journal {file} read-only ({cause}): a writer has it open and "
+                "SQLite needs its -shm index to read it; run plutosync "
+                f"{command} as the journal's owner") from None
+    uri = "file:" + urllib.parse.quote(str(file.absolute())) + "?mode=ro&immutable=1"
+    try:
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+    except sqlite3.DatabaseError as exc:
+        raise explain(exc, file) from exc
+    try:
+        journal.store._ensure_schema(conn, file, readonly=True)
+        return journal.Journal(file, conn)
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise explain(exc, file) from exc
+    except BaseException:
+        conn.close()
+        raise
 
 
 def explain(exc: sqlite3.DatabaseError, file: Path) -> journal.JournalError:

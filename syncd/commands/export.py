@@ -85,11 +85,12 @@ def export(source: str | None, out: Path, *, force: bool = False) -> ExportResul
     _check_target(src_file, out, force=force)
     recovered = 0
     notes: list[str] = []
-    readonly = not is_writable(src_file)
+    # another user's journal open to us is only read: files written beside it would be ours
+    readonly = not is_writable(src_file) or not _owned(src_file)
     if readonly:
         notes.append("the journal is read-only here: spill files of jobs that died were not "
                      "folded in, so their last records are not in the snapshot")
-    with open_existing(source, readonly=readonly) as src:
+    with open_existing(source, readonly=readonly, command="export") as src:
         if not readonly:
             try:
                 recovered = journal.recover(src)  # a dead writer's spill is otherwise left out
@@ -115,6 +116,13 @@ def export(source: str | None, out: Path, *, force: bool = False) -> ExportResul
         source=str(src_file), out=str(out), bytes=out.stat().st_size, journal_id=src.id,
         live_runs=live, live_names=names, recovered=recovered, notes=notes, **counts,
     )
+
+
+def _owned(file: Path) -> bool:
+    try:
+        return file.stat().st_uid == os.geteuid()
+    except OSError:
+        return True  # open_existing says what is wrong with it
 
 
 def _check_target(src_file: Path, out: Path, *, force: bool) -> None:

@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         return fail("prune", str(exc))
     file = journal_file(args.dir)
     try:
-        with open_existing(args.dir, readonly=args.dry_run) as j:
+        with open_existing(args.dir, readonly=args.dry_run, command="prune") as j:
             try:
                 res = retention.prune_acked(j, age, dry_run=args.dry_run)
             except sqlite3.DatabaseError as exc:

@@ -57,8 +57,9 @@ or not a journal is named with the reason and what to do, and the others are sti
 so are the runs of a damaged journal that can still be read.
 
 exit codes: 0 everything delivered, 1 something is left, was refused by the server or could
-not be read (listed with the reason), 2 bad usage or a PATH with no journal in it (the
-journals found elsewhere are still delivered)."""
+not be read (listed with the reason), 2 bad usage, a PATH with no journal in it, or one this
+user may not read or deliver (another user's journal: run as that user) — the journals found
+elsewhere are still delivered."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -96,8 +97,9 @@ def main(args: argparse.Namespace) -> int:
         console.print(f"plutosync push: {exc}", markup=False)
         return 2
     notes: list[tuple[str, str]] = []
+    closed: list[str] = []
     try:
-        files, empty = find_journals(list(args.paths) + list(args.dirs or []), notes)
+        files, empty = find_journals(list(args.paths) + list(args.dirs or []), notes, closed)
     except PermissionError as exc:
         console.print(f"plutosync push: cannot search {exc.filename}: {exc.strerror}; push as "
                       "the user whose jobs wrote the journal, or a copy of it that you own",
@@ -106,6 +108,8 @@ def main(args: argparse.Namespace) -> int:
     for where in empty:  # a path named on purpose that holds nothing is a mistake to report
         console.print(f"plutosync push: {no_journal_found(where)}", markup=False,
                       soft_wrap=True)
+    for line in closed:  # a directory this user may not read: whose it is, what to do
+        console.print(f"plutosync push: {line}", markup=False, soft_wrap=True)
     for where, note in notes:
         if args.verbose or where in empty:
             console.print(f"plutosync push: {note}", markup=False, soft_wrap=True)
@@ -147,9 +151,10 @@ def main(args: argparse.Namespace) -> int:
     finally:
         signal.signal(signal.SIGINT, previous)
     _summary(console, outcomes)
-    if not all(o.clean for o in outcomes):
+    # another user's journal is a usage error (run as that user), like a PATH with none in it
+    if not all(o.clean or o.wrong_user for o in outcomes):
         return 1
-    return 2 if empty else 0
+    return 2 if empty or closed or any(o.wrong_user for o in outcomes) else 0
 
 
 def _summary(console: Console, outcomes: list[Outcome]) -> None:

@@ -46,6 +46,7 @@ class Outcome:
     retried: str | None = None  # --retry-rejected: what became of the events sent again
     held_by: int | None = None  # the pid of a plutosync delivering the journal (push follows it)
     via: str | None = None  # who delivered it, when not this push
+    wrong_user: bool = False  # this user may not deliver it (another user's journal): exit 2
 
     @property
     def clean(self) -> bool:
@@ -123,6 +124,7 @@ def push_one(file: Path, settings: settings_mod.Settings, stop: threading.Event,
                  "journal to itself)", failed=False)
     except JournalAccessError as exc:
         out.fail(f"{exc}; or push a copy of it that you own")
+        out.wrong_user = True
     except Exception as exc:
         if not isinstance(exc, (sqlite3.DatabaseError, journal.JournalError)):
             log.info("%s: stopped by an unexpected error", file, exc_info=exc)

@@ -36,7 +36,8 @@ Local states: running (a writer process is alive), finished (COMPLETED), failed,
 killed (the writer died without ending the run: SIGKILL, OOM, node loss), unknown.
 
 The journal is opened read-only: status is safe on a journal that jobs and a daemon are
-writing, and on a copy on read-only media."""
+writing, on a copy on read-only media, and on another user's journal opened to you (read
+access is enough; nothing is created beside it)."""
 
 EPILOG = """\
 examples:
@@ -190,6 +191,7 @@ def _print_table(rows: list[runstate.RunStatus], files: list[Path]) -> None:
     if c["running"]:
         parts.append(f"{c['running']} running")
     console.print(", ".join(parts))
+
 
 def _file_notes(who: str, files: dict) -> list[str]:
     """Lines about a run's logged files: what is left to upload, what is lost and why."""

@@ -7,6 +7,7 @@ beside the journal; a job whose journal directory it cannot write is told to cho
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import site
@@ -132,9 +133,58 @@ def test_push_as_another_user_names_that_journal(other, shared):
     j = _journal(shared / "j")
     os.chmod(j, 0o755)
     res = other("-m", "syncd", "push", str(j), "--server", "http://127.0.0.1:9")
-    assert res.returncode == 1
+    assert res.returncode == 2  # a usage error, as docs/deploy.md says: run as that user
     assert f"not delivered from {j}: journal {j / 'journal.db'} belongs to root" in res.stderr
     assert "; or push a copy of it that you own" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_push_of_a_directory_it_cannot_enter_says_so(other, shared):
+    j = _journal(shared / "j")  # 0700, as the SDK makes it
+    res = other("-m", "syncd", "push", str(j), "--server", "http://127.0.0.1:9")
+    assert res.returncode == 2
+    assert res.stderr == (
+        f"plutosync push: cannot read {j} as {USER} (uid {_uid()}) (Permission denied: it "
+        "belongs to root (uid 0), mode 0700); push as root, or push a copy of the journal "
+        "that you own\n")
+
+
+@pytest.mark.parametrize("closed", ["directory", "file"])
+def test_status_export_prune_on_a_journal_it_cannot_read_one_line_exit_2(other, shared, closed):
+    j = _journal(shared / "j")
+    if closed == "file":
+        os.chmod(j, 0o755)  # journal.db stays 0600
+        why = "it belongs to root (uid 0) with mode 0600"
+    else:
+        why = f"{j} (owner root (uid 0), mode 0700) does not let {USER} (uid {_uid()}) in"
+    for cmd in (["status"], ["export", "--out", str(shared / "x.db")], ["prune"]):
+        res = other("-m", "syncd", *cmd, "--dir", str(j))
+        assert res.returncode == 2, res.stderr
+        assert res.stderr == (
+            f"plutosync {cmd[0]}: cannot read journal {j / 'journal.db'} as {USER} (uid "
+            f"{_uid()}): {why}; run plutosync {cmd[0]} as root (the user whose jobs write the "
+            "journal)\n")
+    assert not (shared / "x.db").exists()
+
+
+def test_status_and_export_read_a_journal_open_to_them_without_writing(other, shared):
+    """Read access is enough for the read-only commands: nothing is created beside it."""
+    j = _journal(shared / "j")
+    os.chmod(j, 0o755)
+    os.chmod(j / "journal.db", 0o644)
+    res = other("-m", "syncd", "status", "--dir", str(j), "--json")
+    assert res.returncode == 0, res.stderr
+    assert [r["name"] for r in json.loads(res.stdout)] == ["mine"]
+    out = shared / "out"
+    out.mkdir(mode=0o777)
+    os.chmod(out, 0o777)
+    res = other("-m", "syncd", "export", "--dir", str(j), "--out", str(out / "x.db"))
+    assert res.returncode == 0, res.stderr
+    assert "note: the journal is read-only here" in res.stdout
+    assert (out / "x.db").stat().st_uid == _uid()
+    res = other("-m", "syncd", "prune", "--dir", str(j))  # prune writes: the owner's job
+    assert res.returncode == 2
+    assert res.stderr.startswith(f"plutosync prune: journal {j / 'journal.db'} belongs to root")
+    assert sorted(p.name for p in j.iterdir()) == ["journal.db"]
 
 
 def test_root_does_not_deliver_another_users_journal(other, shared):
