@@ -199,14 +199,16 @@ class PlutoClient:
         reason = self._scrub(_reason(resp))
         if code == 407:
             return ProxyAuthError(code, self._scrub(_snippet(resp)), _proxy_for(resp.url))
-        if code in (401, 403) or (service == "ingest" and code == 422 and _KEY_REASON.search(reason)):
-            return AuthError(code, reason)
         if code >= 500 or code in (408, 429):
             return TransientError(code, reason, retry_after=_retry_after(resp))
         if not _error_shaped(resp):
-            # not the Pluto server's refusal: a proxy, a load balancer, a wrong URL
+            # not the Pluto server's refusal: a proxy, a load balancer, a wrong URL. Neither a
+            # refused key (a 401/403 page of a proxy says nothing of the key) nor a refusal
+            # for good: retried as a transient error, the key kept
             return self._protocol(resp, resp.url or "", "an answer that is not the Pluto "
                                   "server's error (no JSON error object)")
+        if code in (401, 403) or (service == "ingest" and code == 422 and _KEY_REASON.search(reason)):
+            return AuthError(code, reason)
         return RejectedError(code, reason)
 
     def _json(self, resp: requests.Response, url: str) -> dict[str, Any]:

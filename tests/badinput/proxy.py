@@ -7,7 +7,9 @@ line) and it forwards to the server named there, unless its ``mode`` says otherw
   answers 407 with an HTML page, as Squid does;
 - ``"forward"``: forwards everything;
 - ``"html-404"`` / ``"html-400"``: answers every request with that status and an HTML error
-  page of its own, as a load balancer with a wrong route does (not the Pluto server's shape).
+  page of its own, as a load balancer with a wrong route does (not the Pluto server's shape);
+- ``"html-403"`` / ``"html-401"``: the same with Squid's "403 Forbidden" page (an ACL that
+  denies the destination): nothing to do with the API key.
 
 ``mode`` can be changed while clients use it (the proxy "is fixed"). ``seen`` counts the
 requests per path that reached the proxy, ``forwarded`` those passed on to the server.
@@ -56,6 +58,12 @@ class _Handler(BaseHTTPRequestHandler):
         mode = srv.mode
         if mode == "login" and self.headers.get("Proxy-Authorization") != srv.expected:
             self._send(407, LOGIN_PAGE, {"Proxy-Authenticate": 'Basic realm="corp"'})
+        elif mode in ("html-403", "html-401"):
+            code = int(mode[-3:])
+            title = f"{code} {'Forbidden' if code == 403 else 'Unauthorized'}"
+            self._send(code, f"<html><head><title>{title}</title></head><body><h1>"
+                             f"{title}</h1><p>Access denied by the cache.</p><hr>"
+                             "<address>squid/5.7</address></body></html>".encode(), {})
         elif mode in ("html-404", "html-400"):
             code = int(mode[-3:])
             self._send(code, f"<html><body><h1>{code}</h1><p>The requested URL was not found "

@@ -106,6 +106,26 @@ def test_an_html_error_page_in_the_servers_place_is_never_a_refusal(
     assert run["status"] == "COMPLETED" and _steps(pluto_server, run) == list(range(STEPS))
 
 
+def test_a_proxys_401_or_403_page_is_not_a_refused_key(tmp_path, pluto_server):
+    """A proxy's own 403/401 HTML page (Squid's ACL) says nothing about the API key: push does
+    not stop at once with advice to fix a key that is fine; it retries, as for any answer
+    that is not the server's, and nothing is refused."""
+    jb, key = _journal(tmp_path / "j")
+    with Proxy("html-403") as proxy:
+        for mode in ("html-403", "html-401"):
+            proxy.mode = mode
+            res = cli("push", str(tmp_path / "j"), "--timeout", "0.5",
+                      env=_env(pluto_server, proxy.address))
+            assert res.returncode == 1, res.stderr
+            assert f"answered HTTP {mode[-3:]} with an answer that is not the Pluto server's " \
+                   "error" in res.stderr and f"<h1>{mode[-3:]} " in res.stderr
+            assert "is a proxy in the way, or the URL wrong?" in res.stderr
+            assert "API key" not in res.stderr and "PLUTO_API_KEY" not in res.stderr
+            assert "rejected in" not in res.stderr and not jb.rejected()
+            assert f"HTTP {mode[-3:]}" in jb.delivery(key).last_error
+            assert proxy.seen["/api/runs/create"] >= 1
+
+
 def test_push_retry_rejected_sends_again_what_was_refused_for_a_cause_since_fixed(
         tmp_path, pluto_server):
     """Refusals of every kind the server can give, with the Pluto error shape: a run whose
