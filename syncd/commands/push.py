@@ -158,16 +158,21 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _summary(console: Console, outcomes: list[Outcome]) -> None:
+    tty = sys.stdout.isatty()
     table = Table(title="plutosync push")
     for col in ("journal", "runs", "delivered", "rejected", "left"):
-        table.add_column(col, justify="left" if col == "journal" else "right")
+        table.add_column(col, justify="left" if col == "journal" else "right",
+                         no_wrap=not tty and col == "journal")
     for o in outcomes:
         left = "?" if o.left < 0 else str(o.left)
         rejected = str(o.rejected + o.rejected_before)
         if o.rejected_before:
             rejected += f" ({o.rejected_before} earlier)"
-        table.add_row(_short(o.path), str(o.runs), str(o.delivered), rejected, left)
-    Console(width=None if sys.stdout.isatty() else 200).print(table)
+        # a terminal gets a cut name; a log or a pipe the whole path, never cut
+        table.add_row(_short(o.path) if tty else _where(o.path), str(o.runs),
+                      str(o.delivered), rejected, left)
+    widest = max((len(_where(o.path)) for o in outcomes), default=0)
+    Console(width=None if tty else max(200, widest + 80)).print(table)
     for o in outcomes:
         if o.via is not None:
             console.print(f"{_where(o.path)}: {o.via}", markup=False, soft_wrap=True)

@@ -19,7 +19,7 @@ from rich.progress import Progress
 
 from pluto_offline import journal
 from syncd import lock
-from syncd.commands.push_journal import Outcome, _label, _rejection_lines, _short
+from syncd.commands.push_journal import Outcome, _bar_label, _label, _rejection_lines
 from syncd.daemon import HURRY_SIGNAL
 
 FOLLOW_EVERY_S = 0.2
@@ -34,7 +34,8 @@ def follow(file: Path, pid: int | None, timeout: float | None, stop: threading.E
         out.total = _pending(j)
         out.runs = len(journal.all_runs(j))
         out.reasserts = len(journal.runs_to_reassert(j))
-        task = progress.add_task(_short(file), total=out.total) if progress else None
+        task = progress.add_task(_bar_label(file), total=out.total) \
+            if progress is not None and out.total else None
         asked = _ask(pid)
         out.via = (f"followed the plutosync already delivering it (pid {pid}"
                    + (", asked to try now)" if asked else ")"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -147,7 +148,9 @@ def _deliver(j: journal.Journal, settings: settings_mod.Settings, stop: threadin
     out.total = sum(c["pending"] for c in counts.values()) + len(earlier)
     out.runs = len(counts)
     out.reasserts = len(journal.runs_to_reassert(j))
-    task = progress.add_task(_short(out.path), total=out.total) if progress else None
+    # nothing to send: no "0/0 events" bar (the summary says "nothing to send")
+    task = progress.add_task(_bar_label(out.path), total=out.total) \
+        if progress is not None and out.total else None
     client = PlutoClient(settings)
     replayer = Replayer(j, client, stop=stop, one_shot="push")
     replayer.wait_for_creators = others or (lambda: False)
@@ -285,6 +288,13 @@ def _where(path: Path) -> str:
 
 
 def _short(path: Path) -> str:
+    """A journal's name cut to 40 characters, for a terminal's progress bar."""
     text = _where(path)
     return text if len(text) <= 40 else "…" + text[-39:]
+
+
+def _bar_label(path: Path) -> str:
+    """The progress bar's label: cut on a terminal, whole in a log or a pipe (where the bars
+    are printed once, at the end, and a cut path cannot be told from another)."""
+    return _short(path) if sys.stderr.isatty() else _where(path)
 

@@ -143,3 +143,23 @@ def test_a_push_that_ends_before_a_reassert_is_due_says_so_and_the_next_push_doe
     assert again.wait(30) == 0, again.log()
     assert "everything delivered" in again.log()
     assert [r["status"] for r in pluto_server.list_runs("proj")] == ["COMPLETED"]
+
+
+def test_off_a_terminal_paths_are_whole_and_a_repeat_push_draws_no_bar(tmp_path, pluto_server):
+    """Issue 12 item 13: in a log, the bar and the summary name each journal by its whole path
+    (a cut one cannot be told from its neighbour's); a push with nothing to send draws no
+    ``0/0 events`` bar, only says so."""
+    deep = tmp_path / "verify-u" / "i12" / "carry" / "sub" / "site-a-day1.db"
+    deep.parent.mkdir(parents=True)
+    _journal(deep, "deep", steps=50)
+    first = push(pluto_server, tmp_path, str(deep))
+    assert first.wait(60) == 0, first.log()
+    assert "…" not in first.log() and first.log().count(str(deep)) == 2  # its bar, the table
+    assert "3/3 events" in first.log()
+
+    again = push(pluto_server, tmp_path, str(deep))
+    assert again.wait(60) == 0, again.log()
+    text = again.log()
+    assert "0/0" not in text and " events " not in text, text
+    assert "nothing to send: everything was delivered before" in text
+    assert "…" not in text and f"│ {deep} │" in text, text
