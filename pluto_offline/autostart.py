@@ -172,7 +172,8 @@ def _watch(proc: subprocess.Popen, file: Path, gate: int, log_at: int) -> None:
         _starting.pop(file, None)
         os.close(gate)
     code = proc.wait()  # no zombie left behind in a long job
-    if code != 0:
+    noted = daemon_exit.read(file)
+    if code != 0 and (noted is None or noted.pid != proc.pid):  # (one that gave up noted why)
         log = file.parent / LOG_FILE
         try:
             daemon_exit.write(file, pid=proc.pid, code=code, reason=_last_line(log, log_at),

@@ -33,6 +33,8 @@ def describe(run_id: str, name: str, key: int, journal_file: Path) -> str:
         p = Progress(None, None, None, 1, None)
     pid = autostart.daemon_pid(journal_file)
     who = f"plutosync pid {pid}" if pid and pid > 0 else "a plutosync"
+    if not pid and autostart.starting(journal_file):  # spawned, not holding its lock yet
+        pid, who = -1, "the plutosync this job started"
     if p.url:
         shown = f"View run {p.display_id} at {p.url}" if p.display_id else f"View run at {p.url}"
         if not p.pending:
@@ -48,7 +50,8 @@ def describe(run_id: str, name: str, key: int, journal_file: Path) -> str:
         return f"{where}; {who} is delivering it"
     gone = daemon_exit.read(journal_file)
     if gone is not None:
-        return (f"{where}; not delivered: the plutosync this job started exited at once (exit "
+        how = "gave up and exited" if gone.reason.startswith("gave up") else "exited at once"
+        return (f"{where}; not delivered: the plutosync this job started {how} (exit "
                 f"{gone.code}): {gone.reason} — see {gone.log}")
     return f"{where}; no plutosync is running: run `plutosync push {journal_file}`"
 

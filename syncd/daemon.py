@@ -28,6 +28,11 @@ POLL_S = 0.5
 RECOVER_EVERY_S = 2.0
 PRUNE_EVERY_S = 3600.0
 IDLE_GRACE_S = 1.0  # --exit-when-idle: idle this long (a job may be starting up)
+# --exit-when-idle: with no job left, how long a delivery the daemon cannot make on its own
+# (a refused key, a URL that answers nothing Pluto-like) is tried before it gives up
+GIVE_UP_S = 300.0
+ENV_GIVE_UP = "PLUTOSYNC_GIVE_UP"
+EXIT_GAVE_UP = 1  # as `run --once` that left something undelivered
 
 
 @dataclass
@@ -39,6 +44,7 @@ class Options:
     heartbeat: float = HEARTBEAT_S
     retention_s: float | None = None  # prune acknowledged events older than this; None: never
     prune_every: float = PRUNE_EVERY_S
+    give_up_after: float = GIVE_UP_S  # --exit-when-idle only (see GIVE_UP_S)
 
 
 def recover(j: journal.Journal) -> None:
@@ -140,6 +146,8 @@ class Daemon:
         last_recover = 0.0
         last_prune = 0.0
         idle_since: float | None = None
+        blocked_since: float | None = None
+        code = 0
         try:
             while not self.stop.is_set():
                 now = time.monotonic()
@@ -156,10 +164,20 @@ class Daemon:
                     _try_now(j, replayer)
                 progress = replayer.run_pass()
                 if self.options.exit_when_idle:
-                    idle = not replayer.outstanding() and not live_runs(j)
+                    live = live_runs(j)
+                    outstanding = replayer.outstanding()
+                    idle = not outstanding and not live
                     idle_since = (idle_since or now) if idle else None
                     if idle_since is not None and now - idle_since >= IDLE_GRACE_S:
                         log.info("everything delivered and no job is writing: exiting")
+                        break
+                    # no job left, and what is left cannot go without a person's fix
+                    why = (None if live or not outstanding or progress.events
+                           else _blocked(replayer, outstanding))
+                    blocked_since = (blocked_since or now) if why else None
+                    if why and now - blocked_since >= self.options.give_up_after:
+                        self._give_up(why, j)
+                        code = EXIT_GAVE_UP
                         break
                 if progress.events and replayer.outstanding():
                     continue  # a backlog: go straight on with the next pass
@@ -172,4 +190,41 @@ class Daemon:
             watcher.stop()
             replayer.reassert_now()
             beat.join(timeout=5)
-        return 0
+        return code
+
+    def _give_up(self, why: str, j: journal.Journal) -> None:
+        """Say why in the log, and leave it beside the journal (``journal.daemon_exit``) for
+        ``plutosync status`` and the next job's end-of-run line; the journal keeps it all."""
+        from pluto_offline.journal import daemon_exit
+
+        where = str(self.file.parent if self.file.name == journal.JOURNAL_FILE else self.file)
+        left = sum(c["pending"] for c in journal.event_counts(j).values())
+        reason = (f"gave up after {_seconds(self.options.give_up_after)} with no job writing "
+                  f"the journal: {why}; the {left} events left stay in the journal: fix that, "
+                  f"then run `plutosync push {where}`")
+        log.error("%s", reason)
+        try:
+            daemon_exit.write(self.file, pid=os.getpid(), code=EXIT_GAVE_UP, reason=reason,
+                              log=self.file.parent / "plutosync.log")
+        except OSError as exc:
+            log.warning("could not note why beside the journal: %s", exc)
+
+
+def _blocked(replayer: Replayer, outstanding: list[journal.RunRow]) -> str | None:
+    """Why nothing left can be delivered without a person's fix, or None: the key is refused,
+    or every run left last met an answer that is not a Pluto server's (a wrong URL, a proxy).
+    A server that does not answer at all (down, no network) is waited for."""
+    exc = replayer.last_auth_error
+    if replayer.server_state == "auth" and exc is not None:
+        return f"{exc.problem()}: {exc.fix()}"
+    errors = [r.last_error for r in outstanding]
+    if errors and all(e and "protocol error:" in e for e in errors):
+        return errors[0]
+    return None
+
+
+def _seconds(s: float) -> str:
+    for unit, n in (("h", 3600), ("min", 60)):
+        if s >= n and s % n == 0:
+            return f"{int(s // n)} {unit}"
+    return f"{s:g} s"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -11,7 +12,15 @@ from pluto_offline import journal
 from syncd import lock, retention
 from syncd import settings as settings_mod
 from syncd.commands._common import journal_label, no_journal_found, probe_journal
-from syncd.daemon import HEARTBEAT_S, POLL_S, PRUNE_EVERY_S, Daemon, Options
+from syncd.daemon import (
+    ENV_GIVE_UP,
+    GIVE_UP_S,
+    HEARTBEAT_S,
+    POLL_S,
+    PRUNE_EVERY_S,
+    Daemon,
+    Options,
+)
 from syncd.lock import JournalAccessError, LockHeldError
 
 log = logging.getLogger("plutosync")
@@ -28,7 +37,13 @@ with --once, a path with no journal is an error. A refused API key ends --once a
 The API key is read from PLUTO_API_KEY; server URLs from PLUTO_URL_API, PLUTO_URL_INGEST and
 PLUTO_URL_PY (or --server).
 
-exit codes: 0 stopped or done, 1 --once left something undelivered, 2 could not start."""
+With --exit-when-idle (the daemon a job starts), once no job writes the journal and what is
+left cannot go without a person's fix (the key is refused, or the URL answers nothing like a
+Pluto server), it gives up after --give-up-after, exit 1, saying why in its log and beside the
+journal (plutosync status shows it); everything stays in the journal for a later push.
+
+exit codes: 0 stopped or done, 1 --once left something undelivered (or --exit-when-idle gave
+up), 2 could not start."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -43,6 +58,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--exit-when-idle", action="store_true",
                    help="exit once nothing is left to deliver and no job is writing the journal "
                         "(used when jobs start the daemon themselves)")
+    p.add_argument("--give-up-after", metavar="DURATION", default=None,
+                   help=f"with --exit-when-idle: how long to keep trying a refused key or a URL "
+                        f"that answers nothing Pluto-like once no job writes the journal "
+                        f"(default: ${ENV_GIVE_UP}, else {GIVE_UP_S / 60:.0f}m)")
     p.add_argument("--once", action="store_true",
                    help="deliver what is pending now, then exit (1 if anything is left)")
     p.add_argument("--timeout", type=float, metavar="SECONDS", default=None,
@@ -84,9 +103,14 @@ def main(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"plutosync run: {exc}", file=sys.stderr)
         return 2
+    try:
+        give_up = _give_up_after(args.give_up_after)
+    except ValueError as exc:
+        print(f"plutosync run: {exc}", file=sys.stderr)
+        return 2
     options = Options(exit_when_idle=args.exit_when_idle, once=args.once, timeout=args.timeout,
                       poll=args.poll, heartbeat=args.heartbeat, retention_s=retention_s,
-                      prune_every=args.prune_every)
+                      prune_every=args.prune_every, give_up_after=give_up)
     try:
         file = lock.resolve(args.dir)
         lock.check_owner(file)  # before looking for it: another user's is named as such
@@ -133,3 +157,17 @@ def _retention(text: str | None) -> float | None:
         return retention.parse_duration(text)
     except ValueError as exc:
         raise ValueError(f"--retention: {exc}") from None
+
+
+def _give_up_after(text: str | None) -> float:
+    """--give-up-after, else $PLUTOSYNC_GIVE_UP (the SDK's autostart passes it through the
+    environment), else GIVE_UP_S."""
+    where = "--give-up-after"
+    if text is None:
+        text, where = os.environ.get(ENV_GIVE_UP), ENV_GIVE_UP
+    if not text:
+        return GIVE_UP_S
+    try:
+        return retention.parse_duration(text)
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None

@@ -97,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
         except journal.JournalError as exc:
             errors.append(str(exc))
     if args.json and (readable or not errors):
-        json.dump([r.to_json() for r in rows], sys.stdout, indent=2)
+        json.dump([{**r.to_json(), "daemon_exit": _exit_json(r)} for r in rows], sys.stdout,
+                  indent=2)
         print()
     elif readable:
         _print_table(rows, [journal_file(d) for d in readable])
@@ -111,6 +112,24 @@ def run(args: argparse.Namespace) -> int:
     if args.check and counts["synced"] < counts["runs"]:
         return EXIT_CHECK
     return EXIT_OK
+
+
+def exit_verb(gone: daemon_exit.DaemonExit) -> str:
+    """A daemon that could not start "exited at once"; one that gave up (--exit-when-idle,
+    syncd.daemon) ran a while first."""
+    return "gave up and exited" if gone.reason.startswith("gave up") else "exited at once"
+
+
+def _exit_json(r: runstate.RunStatus) -> dict | None:
+    """The note an autostarted daemon's exit left beside the journal, while no plutosync
+    delivers it (as the table shows it), else None."""
+    if r.daemon_pid:
+        return None
+    gone = daemon_exit.read(Path(r.journal))
+    if gone is None:
+        return None
+    return {"pid": gone.pid, "code": gone.code, "at": gone.at, "reason": gone.reason,
+            "log": gone.log}
 
 
 def _print_table(rows: list[runstate.RunStatus], files: list[Path]) -> None:
@@ -172,7 +191,7 @@ def _print_table(rows: list[runstate.RunStatus], files: list[Path]) -> None:
         pid = next((r.daemon_pid for r in mine if r.daemon_pid), None)
         gone = None if pid else daemon_exit.read(file)  # a job's autostarted daemon died
         if gone is not None:
-            console.print(f"{label}: [red]the plutosync a job started exited at once[/] (pid "
+            console.print(f"{label}: [red]the plutosync a job started {exit_verb(gone)}[/] (pid "
                           f"{gone.pid}, exit {gone.code}, {runstate.clock(gone.at)}): "
                           f"{escape(gone.reason)} — see {escape(gone.log)}")
         if pid:

@@ -173,3 +173,43 @@ def test_server_configured_needs_key_and_url() -> None:
     assert not autostart.server_configured({"PLUTO_API_KEY": "k"})
     assert not autostart.server_configured({"PLUTO_URL_API": "http://x"})
     assert autostart.server_configured({"PLUTO_API_KEY": "k", "PLUTO_URL_INGEST": "http://x"})
+
+
+@needs_sdk
+@pytest.mark.parametrize("trouble", ["refused-key", "not-pluto-url"])
+def test_an_autostarted_daemon_that_cannot_deliver_gives_up_once_the_job_is_gone(
+        pluto_server, tmp_path: Path, trouble: str) -> None:
+    """A refused key (or a URL answering nothing like a Pluto server) cannot be fixed by the
+    daemon a job started: once no job writes the journal it gives up after a bounded time
+    (PLUTOSYNC_GIVE_UP, here 0.5 s), says why in its log and beside the journal, where
+    `status` reads it, and keeps everything journaled."""
+    from pluto_offline.journal import daemon_exit
+    from tests.badinput.proxy import Proxy
+
+    jdir = tmp_path / "journal"
+    with Proxy("html-404") as other:
+        env = {**_base_env(), **pluto_server.env(), "PLUTOSYNC_GIVE_UP": "0.5s"}
+        if trouble == "refused-key":
+            env["PLUTO_API_KEY"] = "plt_not_a_key_this_server_knows"
+            why = "the server refused the API key (HTTP 401: Unauthorized): set a valid " \
+                  "PLUTO_API_KEY for this server"
+        else:
+            env.update({v: other.address for v in
+                        ("PLUTO_URL_API", "PLUTO_URL_INGEST", "PLUTO_URL_PY")})
+            why = f"HTTP 404: protocol error: {other.address}/api/runs/create answered HTTP 404"
+        _finish(_job(jdir, env))
+        _wait_gone(jdir)
+    note = daemon_exit.read(jdir / "journal.db")
+    assert note is not None and note.code == 1
+    assert note.reason.startswith(f"gave up after 0.5 s with no job writing the journal: {why}")
+    assert note.reason.endswith(f"stay in the journal: fix that, then run `plutosync push {jdir}`")
+    log = (jdir / autostart.LOG_FILE).read_text()
+    assert log.count("ERROR gave up after 0.5 s") == 1 and env["PLUTO_API_KEY"] not in log
+    (row,) = status_json(jdir)
+    assert row["daemon_exit"] == {"pid": note.pid, "code": 1, "at": note.at,
+                                  "reason": note.reason, "log": str(jdir / autostart.LOG_FILE)}
+    assert row["pending"] > 0 and row["rejected"] == 0 and row["state"] == "finished"
+    table = subprocess.run([sys.executable, "-m", "syncd", "status", "--dir", str(jdir)],
+                           capture_output=True, text=True, cwd=ROOT, env=_base_env()).stdout
+    assert f"{jdir}: the plutosync a job started gave up and exited (pid {note.pid}, exit 1" \
+        in table, table
