@@ -117,7 +117,7 @@ def _maybe_start_daemon(
             return None
         if importlib.util.find_spec("syncd") is None:
             _warn_once("missing", "pluto_offline: a Pluto server is configured but plutosync is "
-                       "not installed (pip install 'pluto-offline[sync]'); runs stay in the "
+                       "not installed (it comes with pluto-offline: reinstall it); runs stay in the "
                        f"journal {file} until a plutosync delivers them")
             return None
         gate = _take_gate(file)

@@ -10,6 +10,7 @@ import argparse
 import os
 import secrets
 import signal
+import sqlite3
 import sys
 import threading
 from typing import Any
@@ -32,8 +33,11 @@ def register(subparsers: Any) -> None:
         ),
         epilog=(
             "On the first start with no key stored and no --api-key, a new key is created and "
-            "printed once, after the server listens. exit codes: 0 stopped (SIGTERM, Ctrl-C), "
-            "2 could not start (the port busy, a bad --fault): nothing is created then."
+            "printed once, after the server listens. The data directory (0700 when created) "
+            "and its files are created only once the port is taken; pluto-server.db is 0600 "
+            "(it holds the keys' hashes). exit codes: 0 stopped (SIGTERM, Ctrl-C), 2 could not "
+            "start (the port busy, a bad --fault: nothing is created then; a data directory "
+            "it cannot use)."
         ),
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback)")
@@ -73,17 +77,33 @@ def serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"plutosync serve: bad --fault: {exc}", file=sys.stderr)
         return 2
-    db = Database(os.path.expanduser(args.data))
-    reaper = (args.reaper_heartbeat_timeout, args.reaper_initial_timeout)
-    app = App(db, "", FaultTable(rules), reaper)
+    # Listen first: a start that fails (the port busy) leaves nothing behind, no data
+    # directory, no database, no key. Requests wait in the backlog until the app is set.
     try:
-        server = PlutoHTTPServer((args.host, args.port), app, verbose=args.verbose)
+        server = PlutoHTTPServer((args.host, args.port), None,  # type: ignore[arg-type]
+                                 verbose=args.verbose)
     except OSError as exc:
-        db.close()
         print(f"plutosync serve: cannot listen on {args.host}:{args.port}: "
-              f"{exc.strerror or exc}; no API key was created (choose another --port, or 0 "
+              f"{exc.strerror or exc}; nothing was created (choose another --port, or 0 "
               "for any free one)", file=sys.stderr)
         return 2
+    data = os.path.expanduser(args.data)
+    existed = os.path.isdir(data)
+    try:
+        db = Database(data)
+        app = App(db, "", FaultTable(rules), (args.reaper_heartbeat_timeout,
+                                              args.reaper_initial_timeout))
+    except (OSError, sqlite3.Error) as exc:
+        server.server_close()
+        left = ""
+        if not existed and os.path.isdir(data):  # say exactly what this start left
+            names = sorted(os.listdir(data))
+            left = f"; left behind: {data}/ ({', '.join(names) if names else 'empty'})"
+        print(f"plutosync serve: cannot use the data directory {data}: "
+              f"{getattr(exc, 'strerror', None) or exc}{left} (choose another with --data)",
+              file=sys.stderr)
+        return 2
+    server.app = app
     # only now, listening: a key created by a start that failed would never be shown
     fresh_key = _ensure_key(db, args.api_key)
     host, port = server.server_address[:2]

@@ -121,8 +121,9 @@ class Database:
     """
 
     def __init__(self, data_dir: str) -> None:
-        os.makedirs(data_dir, exist_ok=True)
+        os.makedirs(data_dir, mode=0o700, exist_ok=True)
         self.path = os.path.join(data_dir, DB_NAME)
+        _private(self.path)
         self.lock = threading.RLock()
         self.conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self.conn.execute("PRAGMA journal_mode=WAL")
@@ -168,3 +169,16 @@ class Database:
     def close(self) -> None:
         with self.lock:
             self.conn.close()
+
+
+def _private(path: str) -> None:
+    """Create the database file 0600 whatever the umask (it holds the keys' hashes, and the
+    runs); SQLite gives its -wal / -shm files the same mode. An older, wider file is narrowed."""
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    os.close(fd)
+    for name in (path, path + "-wal", path + "-shm"):
+        try:
+            if os.stat(name).st_mode & 0o077:
+                os.chmod(name, 0o600)
+        except OSError:  # absent, or not ours to change: SQLite says if it cannot open it
+            pass

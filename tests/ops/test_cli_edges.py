@@ -98,7 +98,7 @@ def test_push_with_a_refused_key_says_so_once_with_advice_for_push(tmp_path, plu
 
 # --------------------------------------------------------------------------- 12: serve
 
-def test_serve_on_a_busy_port_exits_2_and_creates_no_key(tmp_path):
+def test_serve_on_a_busy_port_exits_2_and_creates_nothing(tmp_path):
     busy = socket.socket()
     busy.bind(("127.0.0.1", 0))
     busy.listen()
@@ -110,10 +110,13 @@ def test_serve_on_a_busy_port_exits_2_and_creates_no_key(tmp_path):
         busy.close()
     assert res.returncode == 2
     assert res.stderr == (f"plutosync serve: cannot listen on 127.0.0.1:{port}: Address already "
-                          "in use; no API key was created (choose another --port, or 0 for any "
+                          "in use; nothing was created (choose another --port, or 0 for any "
                           "free one)\n")
+    assert not data.exists()  # no directory, no pluto-server.db, objects/ or url-secret
     first = _serve_banner(data)
     assert "new API key (shown once): plt_" in first
+    assert oct(data.stat().st_mode & 0o777) == "0o700"
+    assert oct((data / "pluto-server.db").stat().st_mode & 0o777) == "0o600"  # it holds keys
     again = _serve_banner(data)
     assert "new API key" not in again
     assert f"API keys: those stored in {data / 'pluto-server.db'}" in again
