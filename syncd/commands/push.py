@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -91,6 +92,12 @@ def main(args: argparse.Namespace) -> int:
     # a terminal wraps what does not fit; a log file or a pipe gets whole lines (paths intact)
     tty = sys.stderr.isatty()
     console = Console(stderr=True, soft_wrap=not tty)
+    if not (os.environ.get("PLUTO_API_KEY") or os.environ.get("MLOP_API_KEY")):
+        console.print("plutosync push: PLUTO_API_KEY is not set: export the API key of your "
+                      "Pluto server (Settings → API keys) in the shell that runs plutosync "
+                      "push (`export PLUTO_API_KEY=...`; it is read only from the "
+                      "environment, never from an option)", markup=False, soft_wrap=True)
+        return 2
     try:
         settings = settings_mod.from_args(args)
     except settings_mod.SettingsError as exc:

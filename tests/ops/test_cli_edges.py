@@ -146,6 +146,18 @@ def test_messages_in_a_log_file_are_whole_lines(tmp_path):
                           "holds journal.db; an export is a .db file)\n")
 
 
+def test_push_without_a_key_says_where_to_set_it_for_push(tmp_path):
+    _journal(tmp_path / "j").close()
+    res = cli("push", str(tmp_path / "j"), env=clean_env())
+    assert res.returncode == 2
+    assert res.stderr == ("plutosync push: PLUTO_API_KEY is not set: export the API key of your "
+                          "Pluto server (Settings → API keys) in the shell that runs plutosync "
+                          "push (`export PLUTO_API_KEY=...`; it is read only from the "
+                          "environment, never from an option)\n")
+    (row,) = json.loads(cli("status", "--dir", str(tmp_path / "j"), "--json").stdout)
+    assert row["daemon_exit"] is None  # no daemon a job started has exited here
+
+
 def test_a_repeat_push_says_nothing_to_send(tmp_path, pluto_server):
     _journal(tmp_path / "j").close()
     env = clean_env(**pluto_server.env())
