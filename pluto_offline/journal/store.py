@@ -233,6 +233,11 @@ class Journal:
                 )
         else:
             _create_private(file)
+        cut = _truncated(file)
+        if cut:
+            raise JournalError(
+                f"journal {file} is damaged ({cut}); move it aside and restore it from a "
+                "backup or an export (plutosync export)")
         try:
             if readonly:
                 conn = sqlite3.connect(
@@ -409,6 +414,35 @@ def _schema_version(conn: sqlite3.Connection) -> int | None:
         return None
     row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     return int(row[0]) if row else None
+
+
+def _truncated(file: Path) -> str | None:
+    """Why ``file`` is shorter than its SQLite header says it is (a copy cut short), or None.
+
+    SQLite notices a missing page only when it reads it, maybe long after the open. The header
+    (sqlite.org/fileformat2.html) gives the page size (offset 16) and the page count (offset
+    28, valid when the change counter at 24 equals the version at 92). With a ``-wal`` beside
+    it the file may lag its header until the log is checkpointed: then nothing is said.
+    """
+    try:
+        if os.path.getsize(f"{file}-wal") > 0:
+            return None
+    except OSError:
+        pass
+    try:
+        with open(file, "rb") as f:
+            head = f.read(100)
+        size = os.path.getsize(file)
+    except OSError:
+        return None
+    if len(head) < 100 or not head.startswith(b"SQLite format 3\x00"):
+        return None
+    page = int.from_bytes(head[16:18], "big")
+    page = 65536 if page == 1 else page
+    pages = int.from_bytes(head[28:32], "big")
+    if pages and head[24:28] == head[92:96] and size < pages * page:
+        return f"truncated: {size} of its {pages * page} bytes are there"
+    return None
 
 
 def _explain(exc: sqlite3.DatabaseError, file: Path) -> JournalError:

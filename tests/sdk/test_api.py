@@ -51,7 +51,8 @@ def test_run_id_classification(value, ref):
     assert classify_run_id(value) == ref
 
 
-def test_new_run_gets_an_unguessable_run_id_and_create_event(jdir):
+def test_new_run_gets_an_unguessable_run_id_and_create_event(jdir, monkeypatch):
+    monkeypatch.delenv("PLUTO_DISABLE_SYSTEM_METRICS", raising=False)  # the default: on
     run = pluto.init(dir=jdir, project="p", name="n", config={"a": (1, 2), 3: "x"},
                      tags="t1", settings={"k": 1})
     assert len(run.run_id) >= 22 and run.id is None and run.display_id is None and run.url is None
