@@ -28,8 +28,12 @@ def test_the_service_prunes_old_delivered_events_and_keeps_pending_ones(tmp_path
     pluto_server.stop()  # "pending" cannot be delivered: its old events must stay
     with DaemonProcess(pluto_server, tmp_path / "journal", "--retention", "7d",
                        "--prune-every", "0.2") as daemon:
-        wait_for(lambda: _kinds(tmp_path / "journal", "old") == ["create", "metrics", "status"],
-                 what="the old delivered run pruned to its newest event of each kind")
+        try:  # a daemon starting on a loaded machine can take its time: a generous wait
+            wait_for(lambda: _kinds(tmp_path / "journal", "old") == ["create", "metrics",
+                                                                     "status"], timeout=60,
+                     what="the old delivered run pruned to its newest event of each kind")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; daemon log:\n{daemon.log()[-3000:]}") from None
         assert _kinds(tmp_path / "journal", "pending") == ["create"] + ["metrics"] * 4 + ["status"]
         assert daemon.terminate() == 0
     assert "retention: pruned 4 delivered events of 1 runs" in daemon.log()

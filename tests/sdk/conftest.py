@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -36,6 +37,14 @@ def child_env(**extra: str) -> dict[str, str]:
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     env.update(extra)
     return env
+
+
+def shell_signals() -> None:
+    """``preexec_fn`` for a job that is signalled: start it as a shell would, with no signal
+    blocked or ignored, whatever the test process (a pytest worker) inherited or set."""
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
 
 
 def script(code: str) -> list[str]:

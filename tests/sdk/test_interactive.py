@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 
-from .conftest import REPO, child_env, metric_lines, statuses
+from .conftest import REPO, child_env, metric_lines, shell_signals, statuses
 
 NOTE = "interactive session: a NameError does not end the open run(s) r"
 
@@ -40,7 +40,7 @@ undefined_name
 def test_ctrl_c_at_the_prompt_leaves_the_run_open_and_exit_completes_it(jdir):
     p = subprocess.Popen([sys.executable, "-q", "-i"], stdin=subprocess.PIPE,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         env=child_env(), cwd=REPO)
+                         env=child_env(), cwd=REPO, preexec_fn=shell_signals)
     p.stdin.write(f"import time, pluto_offline as pluto\n"
                   f"run = pluto.init(dir={str(jdir)!r}, project='p', run_id='r')\n"
                   "run.log({'x': 1.0})\n"

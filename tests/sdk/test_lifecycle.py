@@ -10,7 +10,7 @@ import pytest
 
 from pluto_offline import journal
 
-from .conftest import child_env, events, metric_lines, run_child, script, statuses
+from .conftest import child_env, events, metric_lines, run_child, script, shell_signals, statuses
 
 START = """
 import sys, pluto_offline as pluto
@@ -73,7 +73,8 @@ while True:
 
 def _signal_child(jdir, signum, code=LOOP) -> subprocess.Popen:
     p = subprocess.Popen(script(code) + [str(jdir)], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, env=child_env())
+                         stderr=subprocess.PIPE, text=True, env=child_env(),
+                         preexec_fn=shell_signals)
     assert p.stdout.readline().strip() == "ready"
     time.sleep(0.1)
     p.send_signal(signum)
