@@ -67,7 +67,7 @@ def check_timeout(timeout: object) -> float:
 def read(target: Target) -> Progress | None:
     """The run's delivery now, or None when the journal cannot be read."""
     try:
-        with Journal.open(target.journal_file, create=False) as j:
+        with Journal.peek(target.journal_file) as j:
             return progress(j, target.key)
     except Exception:
         return None

@@ -26,8 +26,7 @@ from pluto_offline.journal.progress import Progress, progress
 def describe(run_id: str, name: str, key: int, journal_file: Path) -> str:
     """The line for a run (see the module's docstring)."""
     try:
-        # not read-only: a read-only connection closing last leaves -wal/-shm behind
-        with Journal.open(journal_file, create=False) as j:
+        with Journal.peek(journal_file) as j:
             p = progress(j, key)
     except Exception:  # unreadable now (removed, full, locked): say where it was written
         p = Progress(None, None, None, 1, None)

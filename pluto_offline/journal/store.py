@@ -233,11 +233,6 @@ class Journal:
                 )
         else:
             _create_private(file)
-        cut = _truncated(file)
-        if cut:
-            raise JournalError(
-                f"journal {file} is damaged ({cut}); move it aside and restore it from a "
-                "backup or an export (plutosync export)")
         try:
             if readonly:
                 conn = sqlite3.connect(
@@ -254,6 +249,23 @@ class Journal:
                 _set_wal(conn)
                 conn.execute("PRAGMA synchronous=FULL")
             _ensure_schema(conn, file, readonly=readonly)
+        except sqlite3.DatabaseError as exc:
+            raise _explain(exc, file) from exc
+        return cls(file, conn)
+
+    @classmethod
+    def peek(cls, path: str | os.PathLike[str]) -> Journal:
+        """Open read-only for a quick look, leaving nothing beside the file: a read-only
+        connection closing last leaves ``-wal``/``-shm`` behind, so a journal no process has
+        open (no ``-wal``) is read as it is (SQLite's ``immutable`` mode); one that a process
+        has open, through that process's log. Raises ``JournalError`` as :meth:`open`."""
+        file = resolve_path(path)
+        if os.path.exists(f"{file}-wal") or not file.exists():
+            return cls.open(file, readonly=True)
+        try:
+            conn = sqlite3.connect(f"file:{file}?mode=ro&immutable=1", uri=True,
+                                   isolation_level=None, check_same_thread=False)
+            _ensure_schema(conn, file, readonly=True)
         except sqlite3.DatabaseError as exc:
             raise _explain(exc, file) from exc
         return cls(file, conn)
@@ -414,35 +426,6 @@ def _schema_version(conn: sqlite3.Connection) -> int | None:
         return None
     row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     return int(row[0]) if row else None
-
-
-def _truncated(file: Path) -> str | None:
-    """Why ``file`` is shorter than its SQLite header says it is (a copy cut short), or None.
-
-    SQLite notices a missing page only when it reads it, maybe long after the open. The header
-    (sqlite.org/fileformat2.html) gives the page size (offset 16) and the page count (offset
-    28, valid when the change counter at 24 equals the version at 92). With a ``-wal`` beside
-    it the file may lag its header until the log is checkpointed: then nothing is said.
-    """
-    try:
-        if os.path.getsize(f"{file}-wal") > 0:
-            return None
-    except OSError:
-        pass
-    try:
-        with open(file, "rb") as f:
-            head = f.read(100)
-        size = os.path.getsize(file)
-    except OSError:
-        return None
-    if len(head) < 100 or not head.startswith(b"SQLite format 3\x00"):
-        return None
-    page = int.from_bytes(head[16:18], "big")
-    page = 65536 if page == 1 else page
-    pages = int.from_bytes(head[28:32], "big")
-    if pages and head[24:28] == head[92:96] and size < pages * page:
-        return f"truncated: {size} of its {pages * page} bytes are there"
-    return None
 
 
 def _explain(exc: sqlite3.DatabaseError, file: Path) -> JournalError:
