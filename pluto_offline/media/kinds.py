@@ -157,7 +157,25 @@ class Image(File):
                                                   "channels": px.channels})
 
 
-class Audio(File):
+class _Recording(File):
+    """Audio and Video: given by a path, bytes, or an array the SDK encodes."""
+
+    _ext: str
+
+    def _from_array(self, data: Any) -> bool:
+        """Take ``data``; True when it is an array (neither a path nor bytes)."""
+        self._data = data
+        if isinstance(data, str):
+            self._path = os.path.abspath(data)
+            self._ext = os.path.splitext(data)[1]
+            return False
+        if isinstance(data, (bytes, bytearray)):
+            self._data = bytes(data)
+            return False
+        return True
+
+
+class Audio(_Recording):
     """A clip from a path, WAV bytes, or a numpy waveform at ``rate`` Hz (16-bit WAV)."""
 
     kind = "AUDIO"
@@ -170,12 +188,7 @@ class Audio(File):
         self._path = None
         self._ext = ".wav"
         self._rate = int(rate) if rate is not None else 48000
-        self._data = data
-        if isinstance(data, str):
-            self._path = os.path.abspath(data)
-            self._ext = os.path.splitext(data)[1]
-        elif isinstance(data, (bytes, bytearray)):
-            self._data = bytes(data)
+        self._from_array(data)
 
     def _prepare(self) -> Prepared:
         if self._path is not None:
@@ -186,7 +199,7 @@ class Audio(File):
         return Prepared("wav", ".wav", pcm, {"rate": self._rate, "channels": channels})
 
 
-class Video(File):
+class Video(_Recording):
     """A video from a path, bytes, or a (T, C, H, W) / (B, T, C, H, W) uint8 array at
     ``rate`` fps. An array is written as an animated GIF (Pillow; docs/media.md): mp4 from
     arrays needs an ffmpeg encoder pluto-offline does not bundle."""
@@ -201,13 +214,7 @@ class Video(File):
         self._path = None
         self._ext = f".{format}" if format in _VIDEO_FORMATS else ".mp4"
         self._rate = int(rate) if rate is not None else 30
-        self._data = data
-        if isinstance(data, str):
-            self._path = os.path.abspath(data)
-            self._ext = os.path.splitext(data)[1]
-        elif isinstance(data, (bytes, bytearray)):
-            self._data = bytes(data)
-        else:
+        if self._from_array(data):
             if format not in (None, "gif"):
                 raise ValueError(f"Video: an array is written as a GIF offline (format='gif'); "
                                  f"{format!r} from an array needs an ffmpeg encoder: give a "

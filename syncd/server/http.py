@@ -92,13 +92,8 @@ class RequestHandler(BaseHTTPRequestHandler):
         body = self._read_body()
         request = Request(self.command, path, dict(parse_qsl(query)), self.headers, body)
         rule = self.server.app.faults.pick(self.command, path)
-        if rule is not None and rule.mode in ("refuse", "close"):
-            if rule.mode == "refuse":
-                self.server.abort(self.connection)
-            self.close_connection = True
+        if self._before(rule):
             return
-        if rule is not None and rule.mode == "stall":
-            time.sleep(rule.seconds)
         response = None
         if rule is None or rule.status is None or rule.apply:
             response = self._apply(request)
@@ -114,17 +109,23 @@ class RequestHandler(BaseHTTPRequestHandler):
         self.wfile.write(data)
         self.log_request(response.status, len(response.body))
 
-    def _storage(self, path: str, query: dict[str, str]) -> None:
-        """A presigned PUT or GET of an object (syncd/server/files.py), streamed in pieces."""
-        files = self.server.app.files
-        rule = self.server.app.faults.pick(self.command, path)
+    def _before(self, rule: FaultRule | None) -> bool:
+        """Apply a fault rule's connection part (refuse, close, stall); True: no answer."""
         if rule is not None and rule.mode in ("refuse", "close"):
             if rule.mode == "refuse":
                 self.server.abort(self.connection)
             self.close_connection = True
-            return
+            return True
         if rule is not None and rule.mode == "stall":
             time.sleep(rule.seconds)
+        return False
+
+    def _storage(self, path: str, query: dict[str, str]) -> None:
+        """A presigned PUT or GET of an object (syncd/server/files.py), streamed in pieces."""
+        files = self.server.app.files
+        rule = self.server.app.faults.pick(self.command, path)
+        if self._before(rule):
+            return
         try:
             if rule is not None and rule.status is not None:
                 self.close_connection = True  # the body is not read
