@@ -2,7 +2,8 @@
 
     cap = Capture.start(journal_path, run_key, shapes=True)   # None when it cannot start
     ...                                                      # print, logging, C, children
-    cap.stop()        # everything written so far journaled (bounded wait), fds restored
+    cap.stop()        # everything written so far journaled, fds restored, helper gone
+                      # (each a bounded wait)
 
 At ``start`` each of fds 1 and 2 that is open becomes the write end of a new pipe — or of a
 pty in raw mode, with the terminal's window size, when it was a terminal, so ``isatty()``,
@@ -31,6 +32,11 @@ import tty
 logger = logging.getLogger("pluto_offline")
 
 FLUSH_TIMEOUT_S = 5.0  # the longest a run's end waits for its console lines to be journaled
+# The longest a run's end then waits for the helper to close the journal and exit. It exits
+# at once unless a process the job started still holds the captured fds (its lines are the
+# run's too, so the helper stays for them); waiting leaves the journal quiet when the run's
+# end returns, so a copy or a check of the file made right after sees its final state.
+EXIT_TIMEOUT_S = 3.0
 _BOOT = ("import json, sys; cfg = json.loads(sys.argv[1]); sys.path[:0] = cfg['path']; "
          "from pluto_offline.console.helper import main; main()")
 _TYPES = {1: "INFO", 2: "ERROR"}  # stdout lines are INFO, stderr lines ERROR (stock SDK)
@@ -143,6 +149,11 @@ class Capture:
                            "within %.0f s; it journals them when it can", timeout)
         self._restore()
         os.close(self._ctrl)  # the helper reads on to the end of the streams, then exits
+        if not self._dead:
+            try:
+                self.proc.wait(EXIT_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                pass  # a child of the job still writes to the captured fds
 
     def _restore(self) -> None:
         with self._cond:

@@ -188,3 +188,27 @@ def test_a_job_started_outside_the_source_tree_is_captured(tmp_path):
     assert proc.returncode == 0, err
     assert b"console helper process exited" not in err, err
     assert "from elsewhere" in jobs.messages(tmp_path / "j", "elsewhere")
+
+
+def test_the_journal_is_quiet_when_finish_returns(tmp_path):
+    """finish() returns after the helper closed the journal: a copy of the file made right
+    then (as a user carrying it out would) holds every line, and nothing writes it later."""
+    code, _, err = jobs.run(tmp_path / "j", """
+        import shutil
+        from pluto_offline import console
+        run = pluto.init(name="q", run_id="q1")
+        helper = console.active().proc
+        for i in range(50):
+            print(f"line {i}")
+        run.finish()
+        j = os.path.join(os.environ["PLUTO_DIR"], "journal.db")
+        print("helper exited:", helper.poll() is not None, file=sys.stderr)
+        print("wal left:", os.path.exists(j + "-wal"), file=sys.stderr)
+        shutil.copy(j, os.path.join(os.environ["PLUTO_DIR"] + "-copy.db"))
+    """)
+    assert code == 0, err
+    assert b"helper exited: True" in err and b"wal left: False" in err, err
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    (tmp_path / "j-copy.db").rename(copy / "journal.db")
+    assert jobs.messages(copy, "q1") == [f"line {i}" for i in range(50)]
