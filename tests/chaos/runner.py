@@ -608,7 +608,28 @@ class Runner:
             return False
         creators = {w.journal for w in self.s.writers
                     if w.run_id == self.s.shared and not w.attaches}
-        return bool(creators) and not creators & set(started)
+        if not creators:
+            return False
+        if not creators & set(started):
+            return True
+        # a creator's delivery has started but may not have created the run yet (its daemon
+        # offline, killed, backing off): the push cannot know whether it ever will, so it
+        # may stop and say it waits for that journal (the drain delivers the rest later)
+        copies = {x.name for x in self.s.exports if x.journal in creators}
+        return not any(self._knows_server_run(i) for i in creators | copies)
+
+    def _knows_server_run(self, item: str) -> bool:
+        """Whether journal (or copy) ``item`` has recorded the shared run's server id."""
+        path = self._item_path(item)
+        if not (path / "journal.db").exists() and not path.is_file():
+            return False
+        from pluto_offline import journal as J
+        try:
+            with J.Journal.open(path, readonly=True) as j:
+                return any(r.run_id == self.s.shared and r.server_id is not None
+                           for r in J.all_runs(j))
+        except Exception:  # noqa: BLE001 — being written or damaged: not known
+            return False
 
     def _backlog_of(self, item: str) -> dict[str, Any] | None:
         path = self._item_path(item)

@@ -62,14 +62,9 @@ def test_soak(tmp_path: Path) -> None:
     budget = float(os.environ.get("CHAOS_SOAK_BUDGET", "inf"))
     t0 = time.monotonic()
     results = []
-    # Multi-journal schedules (issue 8) still fail on open gaps (strings of copied journals,
-    # config by time, names): opt in with CHAOS_SOAK_MULTI=1 until they pass.
-    multi = os.environ.get("CHAOS_SOAK_MULTI") == "1"
     for seed in range(SOAK_SEED, SOAK_SEED + n):
         if time.monotonic() - t0 > budget:
             break
-        if is_multi(seed) and not multi:
-            continue
         results.append(run_schedule(build(seed), tmp_path / f"seed-{seed}"))
     total = summarize(results, time.monotonic() - t0)
     print(f"soak: {len(results)} of {n} schedules in {total['seconds']} s")
