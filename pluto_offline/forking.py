@@ -96,6 +96,9 @@ def _become_guest(run: Run) -> None:
     run._stop = threading.Event()
     run.busy_thread = None
     run._j = None
+    # the parent's files logged but not folded yet are the parent's to journal and stage:
+    # a child folding its copy of them would journal each twice and race the parent's stager
+    run._media = None
     run._spill = Unattached(run, spill.formats, list(spill.schemas), spill.path)
     run._outage = Outage()  # drops and backoff are the writer's: the child has its own
     if not run._guest:

@@ -205,3 +205,40 @@ def test_a_worker_leaving_by_os_exit_never_ends_a_closed_run(tmp_path: Path,
         assert journal.only_attached(j, run.key)  # still an eval job that only attached
         writers = sorted(w["ended_how"] for w in journal.writers(j))
     assert writers == ["closed", "killed"]
+
+
+FILES_THEN_FORK = """
+import os, sys
+import pluto_offline as pluto
+
+run = pluto.init(dir=sys.argv[1], project="proj", run_id="media-fork",
+                 settings={"flush_interval": 3600})  # no fold before the fork
+run.log({"doc": [pluto.Text(f"sample {k}") for k in range(3)]}, step=1)
+pid = os.fork()
+if pid == 0:
+    for s in range(5):
+        pluto.log({"child": float(s)}, step=s)
+    run.flush()  # the child's fold: only the child's records
+    sys.exit(0)
+os.waitpid(pid, 0)
+run.finish()
+"""
+
+
+def test_files_logged_before_a_fork_are_journaled_once_by_the_parent(tmp_path: Path,
+                                                                     pluto_server_module):
+    jdir = tmp_path / "j"
+    r = run_child(FILES_THEN_FORK, str(jdir))
+    assert r.returncode == 0, r.stderr
+    assert "is lost" not in r.stderr, r.stderr
+    with journal.Journal.open(jdir) as j:
+        journal.recover(j)
+        rows = j.conn.execute("SELECT caption, file_name, lost FROM files").fetchall()
+        assert len(rows) == 3 and not any(lost for _, _, lost in rows), rows
+        assert drain(replayer_for(jdir, pluto_server_module), deadline=None)
+        row = journal.find_run(j, project="proj", run_id="media-fork")
+    server = pluto_server_module
+    files = server.request("GET", "/api/runs/files",
+                           params={"runId": row.server_id, "projectName": "proj"}).json()["files"]
+    assert sorted(f["sampleIndex"] for f in files) == [0, 1, 2]
+    assert [p["step"] for p in server.metrics(row.server_id, "proj", "child")] == [0, 1, 2, 3, 4]
