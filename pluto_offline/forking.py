@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from pluto_offline import lifecycle
 from pluto_offline.errors import JournalError
-from pluto_offline.journal import Journal, add_writer, append_event
+from pluto_offline.journal import Journal, add_writer, append_event, forkguard
 from pluto_offline.journal.forks import fork_writer_id
 from pluto_offline.outage import Outage
 from pluto_offline.spill import HEADER_SIZE, RECORD, Spill
@@ -47,6 +47,7 @@ logger = logging.getLogger("pluto_offline")
 LOCK_TIMEOUT_S = 30.0  # a fork waits at most this long for a run's fold to end
 _installed = False
 _held: list[Any] = []  # locks taken before a fork, released in the parent after it
+_guarded = False  # whether the fork holds the journal's transaction guard (forkguard)
 _kept: list[Any] = []  # the parent's connections, never closed in this child
 
 
@@ -60,19 +61,28 @@ def install() -> None:
 
 
 def _before() -> None:
-    # the order log() takes them in: the append lock, then the fold lock
+    global _guarded
+    # the order log() takes them in: the append lock, then the fold lock; then no
+    # transaction of any other thread (a stager's) may be open (forkguard)
     for run in list(lifecycle.ops):
         for lock in (run._append_lock, run._lock):
             if lock.acquire(timeout=LOCK_TIMEOUT_S):
                 _held.append(lock)
+    _guarded = forkguard.hold(LOCK_TIMEOUT_S)
 
 
 def _after_in_parent() -> None:
+    global _guarded
+    forkguard.release(_guarded)
+    _guarded = False
     while _held:
         _held.pop().release()
 
 
 def _after_in_child() -> None:
+    global _guarded
+    forkguard.reset_in_child()
+    _guarded = False
     _held.clear()  # copies of the parent's locks: replaced below, never released here
     lifecycle.after_fork_in_child()
     for run in list(lifecycle.ops):

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pluto_offline.journal import forkguard
+
 SCHEMA_VERSION = 4
 JOURNAL_FILE = "journal.db"
 SPILL_DIR = "spill"
@@ -291,24 +293,26 @@ class Journal:
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """``BEGIN IMMEDIATE`` … ``COMMIT``: take the write lock up front so writers queue
-        on the busy timeout instead of failing with a deadlock on upgrade."""
-        try:
-            self.conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.DatabaseError as exc:
-            raise _explain(exc, self.path) from exc
-        try:
-            yield self.conn
-        except BaseException:
-            if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
-            raise
-        else:
+        on the busy timeout instead of failing with a deadlock on upgrade. Holds
+        :func:`forkguard.lock` throughout: no transaction spans a fork."""
+        with forkguard.lock():
             try:
-                self.conn.execute("COMMIT")
+                self.conn.execute("BEGIN IMMEDIATE")
             except sqlite3.DatabaseError as exc:
+                raise _explain(exc, self.path) from exc
+            try:
+                yield self.conn
+            except BaseException:
                 if self.conn.in_transaction:
                     self.conn.execute("ROLLBACK")
-                raise _explain(exc, self.path) from exc
+                raise
+            else:
+                try:
+                    self.conn.execute("COMMIT")
+                except sqlite3.DatabaseError as exc:
+                    if self.conn.in_transaction:
+                        self.conn.execute("ROLLBACK")
+                    raise _explain(exc, self.path) from exc
 
     def meta(self, key: str) -> str | None:
         row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()

@@ -242,3 +242,46 @@ def test_files_logged_before_a_fork_are_journaled_once_by_the_parent(tmp_path: P
                            params={"runId": row.server_id, "projectName": "proj"}).json()["files"]
     assert sorted(f["sampleIndex"] for f in files) == [0, 1, 2]
     assert [p["step"] for p in server.metrics(row.server_id, "proj", "child")] == [0, 1, 2, 3, 4]
+
+
+TRANSACTION_AT_FORK = """
+import os, sys, threading, time
+import pluto_offline as pluto
+from pluto_offline import journal
+
+run = pluto.init(dir=sys.argv[1], project="proj", run_id="txn-fork")
+run.log({"x": 1.0}, step=1)
+opened, release = threading.Event(), threading.Event()
+
+def stager():  # another thread of the job inside a transaction, as the file stager is
+    with journal.Journal.open(sys.argv[1]) as j, j.transaction():
+        opened.set()
+        release.wait(10)
+
+t = threading.Thread(target=stager); t.start()
+opened.wait(10)
+threading.Timer(0.5, release.set).start()
+t0 = time.monotonic()
+pid = os.fork()
+if pid == 0:
+    for s in range(5):
+        pluto.log({"child": float(s)}, step=s)
+    run.flush()
+    os._exit(0)
+waited = time.monotonic() - t0
+_, status = os.waitpid(pid, 0)
+t.join()
+print(f"fork waited {waited:.1f} s; child took {time.monotonic() - t0 - waited:.1f} s", flush=True)
+run.finish()
+"""
+
+
+def test_a_fork_waits_for_a_transaction_of_another_thread_so_the_child_can_write(jdir):
+    """A child forked while another thread of the job was inside a transaction inherited
+    SQLite's lock bookkeeping of it and found the journal locked for its whole busy timeout
+    (60 s), then dropped its records. The fork now waits for the transaction to end."""
+    r = run_child(TRANSACTION_AT_FORK, str(jdir), timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "cannot open a writer" not in r.stderr, r.stderr
+    child = [x for x in metric_lines(jdir) if "child" in x["data"]]
+    assert [x["step"] for x in child] == [0, 1, 2, 3, 4]
