@@ -30,8 +30,8 @@ def summarize(results: list[Result], seconds: float) -> dict:
     for k in FAILURES:
         total[k] = sum(getattr(r.counts, k) for r in results)
     total["multi_journal"] = sum(r.multi for r in results)
-    for k in ("points_checked", "strings_checked", "absorbed_duplicates", "resent_strings",
-              "runs"):
+    for k in ("points_checked", "strings_checked", "lines_checked", "rows_checked",
+              "files_checked", "absorbed_duplicates", "resent_strings", "runs"):
         total[k] = sum(getattr(r.counts, k) for r in results)
     total["faults_fired"] = sum(r.faults_fired for r in results)
     chaos: dict[str, int] = {}
@@ -50,6 +50,7 @@ def line(r: Result) -> str:
     c = r.counts
     bad = " ".join(f"{k}={getattr(c, k)}" for k in FAILURES if getattr(c, k))
     strings = f"  strings {c.strings_checked:>3}" if r.multi else ""
+    strings += f"  lines {c.lines_checked:>3}  rows {c.rows_checked:>3}  files {c.files_checked:>2}"
     return (f"seed {r.seed:>6}  {'ok  ' if r.ok else 'FAIL'}  {r.seconds:5.1f}s  "
             f"drain {'-' if r.drain_seconds is None else f'{r.drain_seconds:.1f}s':>6}  "
             f"runs {c.runs}  points {c.points_checked:>4}{strings}  "
@@ -63,8 +64,11 @@ def table(total: dict) -> str:
     rows += [(k, total[k]) for k in FAILURES]
     rows += [("runs checked", total["runs"]), ("metric points checked", total["points_checked"]),
              ("string-series records checked", total["strings_checked"]),
+             ("console lines checked", total["lines_checked"]),
+             ("histogram rows checked", total["rows_checked"]),
+             ("files checked (images, artifacts)", total["files_checked"]),
              ("replays absorbed by the server", total["absorbed_duplicates"]),
-             ("string rows stored twice after no answer (counted by the journals)",
+             ("rows, lines or files stored twice after no answer (counted by the journals)",
               total["resent_strings"]),
              ("faults fired", total["faults_fired"])]
     rows += [(k, v) for k, v in total["chaos"].items()]

@@ -50,6 +50,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from tests.chaos import extras
 from tests.chaos.schedule import END_STATUS, REAPER_S, Schedule, Writer
 from tests.chaos.trainer import huge_config, string_step, text, value
 from tests.fixtures.server import user_config
@@ -57,7 +58,7 @@ from tests.fixtures.server import user_config
 SEVERITY = {"COMPLETED": 1, "TERMINATED": 2, "CANCELLED": 3, "FAILED": 4}
 FAILURES = ("lost", "phantom", "dup_points", "dup_runs", "wrong_state", "stuck", "rejected",
             "writer_errors", "daemon_exits", "dup_data", "conflict", "unrecorded",
-            "push_errors")
+            "push_errors", "mismatched")
 # Issue 8 item 9: a run whose last writer was SIGKILLed is reported FAILED {"reason": "killed"}
 # (769305f). True accepts the old outcome too (left RUNNING) in single-journal schedules, to
 # run the suite against a daemon from before the rule.
@@ -90,11 +91,15 @@ class Counts:
     conflict: int = 0
     unrecorded: int = 0
     push_errors: int = 0
+    mismatched: int = 0  # a file or histogram on the server that differs from what was logged
     # figures, not failures
     points_checked: int = 0
     strings_checked: int = 0
     absorbed_duplicates: int = 0  # replays the server deduplicated (received - stored)
     resent_strings: int = 0  # string rows stored twice after a request without an answer
+    lines_checked: int = 0  # console lines (tests/chaos/extras.py)
+    rows_checked: int = 0  # histogram rows
+    files_checked: int = 0  # images and artifacts
     runs: int = 0
     details: list[str] = field(default_factory=list)
 
@@ -318,7 +323,8 @@ def check(schedule: Schedule, reports: dict[str, list[dict]], launches: dict[str
         if not found:
             c.add("lost", len(exp["required"]) + 1, f"run {run_id} is not on the server")
             continue
-        _check_run(c, schedule, run_id, found[0], exp, server, launches, by_ext)
+        _check_run(c, schedule, run_id, found[0], exp, server, launches, by_ext, reports,
+                   backlog)
     if backlog is None:
         c.add("stuck", 1, "the drain did not finish in time")
     else:
@@ -327,6 +333,7 @@ def check(schedule: Schedule, reports: dict[str, list[dict]], launches: dict[str
         for run_id in backlog["reasserts"]:
             c.add("stuck", 1, f"{run_id}: final state not re-asserted after the drain")
         c.add("stuck", backlog["spills"], f"{backlog['spills']} spill files not folded")
+        _files_backlog(c, "the journal", backlog)
         for run_id, rej in backlog["rejected"].items():
             c.add("rejected", len(rej), f"{run_id}: {rej[:2]}")
         for run_id, why in backlog.get("conflicts", {}).items():
@@ -341,9 +348,11 @@ def _opener(schedule: Schedule, run_id: str) -> str:
 
 def _check_run(c: Counts, schedule: Schedule, run_id: str, run: dict, exp: dict,
                server: ServerReads, launches: dict[str, Launch],
-               by_ext: dict[str, list[dict]]) -> None:
+               by_ext: dict[str, list[dict]], reports: dict[str, list[dict]],
+               backlog: dict[str, Any] | None) -> None:
     sid = int(run["id"])
     _check_points(c, schedule.project, run_id, sid, exp, server)
+    _check_extras(c, schedule, run_id, sid, reports, launches, server, backlog)
     if exp["configs"] and user_config(run.get("config")) not in exp["configs"]:
         c.add("lost", 1, f"{run_id}: config {run.get('config')} not in {exp['configs']}")
     if exp["tags"] and sorted(run.get("tags") or []) not in exp["tags"]:
@@ -405,7 +414,7 @@ def journal_backlog(journal_dir: Path) -> dict[str, Any]:
     """Pending events per run, runs whose final state is still to be re-asserted (due time),
     rejected events, and unfolded spill files, read-only."""
     from pluto_offline import journal as J
-    from pluto_offline.journal import history
+    from pluto_offline.journal import filerows, history, staged
     from pluto_offline.spill import SUFFIX
 
     j = J.Journal.open(journal_dir, readonly=True)
@@ -419,6 +428,12 @@ def journal_backlog(journal_dir: Path) -> dict[str, Any]:
         rejected: dict[str, list] = {}
         conflicts: dict[str, str] = {}
         resent: dict[str, int] = {}
+        keys = {row.key: row.run_id for row in J.all_runs(j)}
+        files = {keys.get(k, str(k)): fc for k, fc in filerows.counts(j).items()}
+        lost_files = [(keys.get(f["run"], str(f["run"])), f["file_name"], f["reason"])
+                      for f in filerows.lost_files(j)]
+        inbox = staged.incoming_dir(j.dir)
+        incoming = sum(p.is_file() for p in inbox.glob("*")) if inbox.is_dir() else 0
         for row in J.all_runs(j):
             n = history.resent(j, row.key)
             if n:
@@ -431,7 +446,11 @@ def journal_backlog(journal_dir: Path) -> dict[str, Any]:
     finally:
         j.close()
     return {"pending": pending, "reasserts": reasserts, "rejected": rejected, "spills": spills,
-            "conflicts": conflicts, "resent": resent}
+            "conflicts": conflicts, "resent": resent, "incoming": incoming,
+            "files_pending": {r: fc.pending for r, fc in files.items() if fc.pending},
+            "files_rejected": {r: fc.rejected for r, fc in files.items() if fc.rejected},
+            "files_resent": {r: fc.resent for r, fc in files.items() if fc.resent},
+            "lost_files": lost_files}
 
 
 # ---------------------------------------------------------------------- multi-journal schedules
@@ -639,8 +658,8 @@ def server_strings(server: Any, sid: int) -> list[tuple[str, int, str]]:
     path = Path(server.data_dir) / "pluto-server.db"
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
     try:
-        rows = conn.execute("SELECT log_name, step, data FROM data WHERE run_id = ?",
-                            (sid,)).fetchall()
+        rows = conn.execute("SELECT log_name, step, data FROM data WHERE run_id = ? AND "
+                            "log_name NOT LIKE 'hist/%'", (sid,)).fetchall()
     finally:
         conn.close()
     out = []
@@ -711,7 +730,10 @@ def check_multi(schedule: Schedule, reports: dict[str, list[dict]], launches: di
         _check_points(c, project, run_id, sid, exp, server)
         resent = sum((b or {}).get("resent", {}).get(run_id, 0)
                      for b in (backlogs or {}).values())
+        before = c.resent_strings
         _check_strings(c, run_id, sid, exp, server, schedule, resent)
+        _check_extras(c, schedule, run_id, sid, reports, launches, server, None,
+                      backlogs, resent - (c.resent_strings - before))
         if exp["configs"] and user_config(run.get("config")) not in exp["configs"]:
             c.add("lost", 1, f"{run_id}: config {_short(user_config(run.get('config')))}, expected "
                   f"{' or '.join(_short(x) for x in exp['configs'])} (as last set by time: "
@@ -753,6 +775,7 @@ def check_multi(schedule: Schedule, reports: dict[str, list[dict]], launches: di
         for run_id in b["reasserts"]:
             c.add("stuck", 1, f"{run_id}: final state not re-asserted in {name} after the drain")
         c.add("stuck", b["spills"], f"{name}: {b['spills']} spill files not folded")
+        _files_backlog(c, name, b)
         for run_id, why in b.get("conflicts", {}).items():
             c.add("conflict", 1, f"{run_id}: {name} holds it as a conflict: {why}")
         for run_id, rej in b["rejected"].items():
@@ -771,6 +794,35 @@ def check_multi(schedule: Schedule, reports: dict[str, list[dict]], launches: di
                   f"{w.journal}'s rejected table records nothing for the run")
     _check_pushes(c, schedule, reports, delivery, planted)
     return c
+
+
+def _files_backlog(c: Counts, where: str, b: dict[str, Any]) -> None:
+    """Files still to deliver after the drain or refused: each a failure."""
+    for run_id, n in b.get("files_pending", {}).items():
+        c.add("stuck", n, f"{run_id}: {n} files pending in {where} after the drain")
+    for run_id, n in b.get("files_rejected", {}).items():
+        c.add("rejected", n, f"{run_id}: {n} files refused by the server in {where}")
+    # a file given up as lost (lost_files) is a failure only when its step was reported
+    # returned: the server check (extras.check) finds it missing then
+    c.add("stuck", b.get("incoming", 0), f"{where}: {b.get('incoming')} logged files never "
+          "journaled (still in incoming/)")
+
+
+def _check_extras(c: Counts, schedule: Schedule, run_id: str, sid: int,
+                  reports: dict[str, list[dict]], launches: dict[str, Launch], server: Any,
+                  backlog: dict[str, Any] | None, backlogs: dict[str, Any] | None = None,
+                  resent: int | None = None) -> None:
+    """Console lines, histograms, images and artifacts of the run's writers
+    (tests/chaos/extras.py)."""
+    writers = run_writers(schedule, run_id)
+    cut = {w.name for w in writers if launches.get(w.name, Launch()).signalled is not None}
+    exp = extras.expected(writers, reports, cut)
+    every = [backlog] if backlog is not None else list((backlogs or {}).values())
+    if resent is None:
+        resent = sum((b or {}).get("resent", {}).get(run_id, 0) for b in every)
+    files_resent = sum((b or {}).get("files_resent", {}).get(run_id, 0) for b in every)
+    c.resent_strings += extras.check(c, run_id, sid, schedule.project, exp, server, resent,
+                                     files_resent)
 
 
 def _writer_log(reports: dict[str, list[dict]], name: str) -> str:

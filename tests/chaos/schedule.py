@@ -95,6 +95,10 @@ class Writer:
     # a worker forked after init() (a DataLoader-style process): (at step index, its own
     # steps, how it leaves: os_exit | sys_exit); it logs "worker/<name>" as a writer of its own
     worker: tuple[int, int, str] | None = None
+    # what it records besides numbers (tests/chaos/extras.py): print, hist, image, artifact
+    extras: tuple[str, ...] = ()
+    artifact_at: int | None = None  # the log() call (index) that carries the artifact
+    artifact_size: int = 0  # bytes
 
     @property
     def attaches(self) -> bool:
@@ -318,7 +322,7 @@ def build_single(seed: int) -> Schedule:
     if rng.random() < 0.15:  # the server marks runs FAILED 1 s after their last heartbeat
         reaper = (REAPER_S, REAPER_S)
         notes.append("reaper 1s")
-    return Schedule(seed=seed, project=f"chaos-{seed}", writers=_with_workers(seed, writers),
+    return Schedule(seed=seed, project=f"chaos-{seed}", writers=_with_extras(seed, _with_workers(seed, writers)),
                     actions=tuple(sorted(actions, key=lambda a: a.at)),
                     daemon_from_start=daemon_from_start, offline_until=offline_until,
                     reaper=reaper, notes=tuple(notes))
@@ -432,7 +436,7 @@ def build_multi(seed: int) -> Schedule:
         notes.append("pushes: " + " then ".join(
             ("+".join(p.items) + (f" in {p.folder}" if p.folder else "")
              + (" later" if p.settle else "")) for p in pushes))
-    return Schedule(seed=seed, project=f"chaos-{seed}", writers=_with_workers(seed, writers),
+    return Schedule(seed=seed, project=f"chaos-{seed}", writers=_with_extras(seed, _with_workers(seed, writers)),
                     actions=tuple(sorted(actions, key=lambda a: a.at)), reaper=reaper,
                     notes=tuple(notes), journals=tuple(journals), exports=tuple(exports),
                     pushes=tuple(pushes), damages=tuple(damages), shared=shared,
@@ -530,4 +534,22 @@ def _with_workers(seed: int, writers: list[Writer]) -> tuple[Writer, ...]:
             w = replace(w, worker=(rng.randrange(1, max(2, w.steps // 2)), rng.randint(5, 30),
                                    rng.choice(("os_exit", "sys_exit"))))
         out.append(w)
+    return tuple(out)
+
+
+def _with_extras(seed: int, writers: tuple[Writer, ...]) -> tuple[Writer, ...]:
+    """Have some writers print lines and log histograms, images and an artifact (issues 9
+    and 10); a generator of their own, so a seed's other choices stay as they were."""
+    out = []
+    for w in writers:
+        rng = random.Random(f"{seed}/{w.name}/extras")
+        if w.bad or w.project or w.steps < 2:
+            out.append(w)
+            continue
+        kinds = tuple(k for k, p in (("print", 0.5), ("hist", 0.3), ("image", 0.25),
+                                     ("artifact", 0.12)) if rng.random() < p)
+        if "artifact" in kinds:
+            w = replace(w, artifact_at=rng.randrange(w.steps),
+                        artifact_size=rng.randint(1, 4) * 1024 * 1024)
+        out.append(replace(w, extras=kinds))
     return tuple(out)

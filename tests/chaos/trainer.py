@@ -29,6 +29,11 @@ import time
 import zlib
 from typing import Any
 
+if __name__ == "__main__":  # run as a script: the repository's root is not on sys.path
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
+        __file__)))))
+from tests.chaos import extras  # noqa: E402
+
 _FD = -1
 
 
@@ -136,6 +141,7 @@ def main(spec_path: str) -> int:
         data: dict[str, Any] = {n: value(n, step) for n in names}
         if strings and string_step(i):
             data.update((n, text(n, step)) for n in strings)
+        extras.record(pluto, spec, i, step, data)
         run.log(data, step=step if spec["explicit_steps"] else None)
         if run.step != step:
             report("bug", what=f"log() put step {run.step}, expected {step}")
