@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -112,6 +113,52 @@ def test_oracle_counts_planted_faults(tmp_path: Path) -> None:
     assert c.lost >= 2 + 1, c.details  # the deleted event's points (2 names), and the config
     assert (c.wrong_state, c.dup_runs, c.phantom) == (1, 1, 1), c.details
     assert (c.stuck, c.rejected, c.writer_errors) == (0, 0, 0), c.details
+
+
+def _delete_extras(ctx: Ctx) -> None:
+    """Before the drain: one console-lines event and one image row gone from the journal."""
+    conn = sqlite3.connect(ctx.journal_dir / "journal.db")
+    with conn:
+        assert conn.execute("DELETE FROM events WHERE seq = (SELECT min(seq) FROM events "
+                            "WHERE kind = 'logs')").rowcount == 1
+        assert conn.execute("DELETE FROM files WHERE id = (SELECT min(id) FROM files "
+                            "WHERE log_name LIKE 'samples/%')").rowcount == 1
+    conn.close()
+
+
+def _tamper_extras(ctx: Ctx) -> None:
+    """After the drain: a histogram row sent twice, one at a step never logged, one again with
+    other counts; a console line twice."""
+    s = ctx.server
+    run = next(r for r in s.list_runs(ctx.schedule.project) if r["externalId"] == "extras-r0")
+    data = s.request("GET", "/api/runs/data", params={
+        "runId": run["id"], "projectName": ctx.schedule.project}).json()["data"]
+    hist = next(d for d in data if d["logName"] == "hist/t0")
+    twice = {k: hist[k] for k in ("time", "step", "dataType", "logName", "data")}
+    other = {**twice, "step": hist["step"] + 1000}  # a step never logged
+    h2 = [d for d in data if d["logName"] == "hist/t0"][1]
+    wrong = {**{k: h2[k] for k in twice}, "data": json.dumps({"freq": [1], "shape": "x"})}
+    assert s.ingest("data", run["id"], ctx.schedule.project, [twice, other, wrong]).ok
+    logs = s.logs(run["id"], ctx.schedule.project)
+    line = next(x for x in logs if "chaos-line" in x["message"])
+    again = {"time": 1, "message": line["message"], "lineNumber": line["lineNumber"],
+             "logType": line["logType"]}
+    assert s.ingest("logs", run["id"], ctx.schedule.project, [again]).ok
+
+
+def test_oracle_counts_lost_and_duplicated_extras(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    sched = _quiet("extras")
+    sched = replace(sched, writers=(replace(sched.writers[0], extras=("print", "hist", "image")),))
+    r = run_schedule(sched, tmp_path, before_drain=_delete_extras, after_drain=_tamper_extras)
+    c = r.counts
+    assert c.lines_checked == 15 and c.rows_checked == 10 and c.files_checked == 12, c
+    assert c.lost >= 2, c.details  # the lines of the deleted event, the deleted image
+    assert any("console lines missing" in d for d in c.details), c.details
+    assert any("images missing" in d for d in c.details), c.details
+    # two rows and a line twice, a step never logged, other counts
+    assert (c.dup_data, c.phantom, c.mismatched) == (3, 1, 1), c.details
 
 
 def test_oracle_clean_run_counts_nothing(tmp_path: Path) -> None:
