@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import requests
@@ -65,6 +66,8 @@ class FileLane:
         self.thread: threading.Thread | None = None
         self.uploaded_bytes = 0
         self.files_done = 0
+        # uploaded_bytes and what the upload under way has sent: read by push's byte bar
+        self.sent_bytes = 0
 
     # ------------------------------------------------------------------ the thread
     def start(self) -> None:
@@ -220,9 +223,21 @@ class FileLane:
         return sorted(kept + [(f, by_id[f.id]) for f in to_sign], key=lambda p: p[0].id)
 
     def _upload(self, j: journal.Journal, f: FileRow, url: str) -> None:
+        base = self.uploaded_bytes
+
+        def sent(n: int) -> None:
+            self.sent_bytes = base + n
+
+        try:
+            self._put(j, f, url, sent)
+        finally:  # done, refused or to be tried again: only what was uploaded counts
+            self.sent_bytes = self.uploaded_bytes
+
+    def _put(self, j: journal.Journal, f: FileRow, url: str,
+             sent: Callable[[int], None]) -> None:
         try:
             with staged.open_blob(j, f.blob or "") as body:
-                filewire.put(self.storage, url, body, f.size or 0, f.content_type)
+                filewire.put(self.storage, url, body, f.size or 0, f.content_type, sent)
         except FileNotFoundError:
             filerows.set_state(j, [f.id], "rejected",
                                reason="its staged bytes are missing from the journal")

@@ -10,9 +10,11 @@ body is streamed from the staged file in pieces, so a 1 GiB artifact never sits 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any, BinaryIO
 
 import requests
+from requests.utils import super_len
 
 from pluto_offline.journal.filerows import FileRow
 from syncd import ledger
@@ -60,14 +62,33 @@ def presign(client: PlutoClient, run_id: int, project: str,
     return urls
 
 
+class _Counted:
+    """A body that tells ``on_sent`` how many of its bytes were read so far (each piece is
+    read just before it is written to the connection); its length is the body's own."""
+
+    def __init__(self, body: BinaryIO, on_sent: Callable[[int], None]) -> None:
+        self.body, self.on_sent, self.sent = body, on_sent, 0
+
+    def __len__(self) -> int:  # the Content-Length requests would send for the body itself
+        return super_len(self.body)
+
+    def read(self, size: int = -1) -> bytes:
+        piece = self.body.read(size)
+        self.sent += len(piece)
+        self.on_sent(self.sent)
+        return piece
+
+
 def put(storage: requests.Session, url: str, body: BinaryIO, size: int,
-        content_type: str) -> None:
+        content_type: str, on_sent: Callable[[int], None] | None = None) -> None:
     """PUT ``size`` bytes read from ``body`` to a presigned URL. Raises :class:`ExpiredUrl`
-    (403), ``TransientError`` or ``RejectedError`` (another 4xx: the storage refuses it)."""
+    (403), ``TransientError`` or ``RejectedError`` (another 4xx: the storage refuses it).
+    ``on_sent(n)``: n bytes of the body are on their way (push's progress in bytes)."""
     where = url.split("?", 1)[0]
+    data = body if on_sent is None else _Counted(body, on_sent)
     try:
         # a file object: requests sends its length and streams it (never read whole)
-        resp = storage.put(url, data=body, timeout=PUT_TIMEOUT, allow_redirects=False,
+        resp = storage.put(url, data=data, timeout=PUT_TIMEOUT, allow_redirects=False,
                            headers={"Content-Type": content_type})
     except requests.Timeout:
         raise TransientError(None, f"upload to {where} timed out") from None

@@ -14,12 +14,25 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from rich.console import Console
+from rich.console import Console, Group
+from rich.filesize import decimal
+from rich.live import Live
 from rich.logging import RichHandler
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 from rich.table import Table
 
 from syncd import settings as settings_mod
@@ -27,7 +40,9 @@ from syncd.commands._common import no_journal_found
 from syncd.commands.push_find import find_journals
 from syncd.commands.push_follow import follow
 from syncd.commands.push_journal import (  # noqa: F401 (push_one: for tests)
+    FileTotals,
     Outcome,
+    _bar_label,
     _QuietDamage,
     _short,
     _where,
@@ -44,7 +59,9 @@ site, or to finish a delivery by hand. PATH (or --dir PATH) is a journal directo
 file (journal.db or an export), or a directory searched for journal files: every file whose
 SQLite schema is a pluto-offline journal's, exports included, checked read-only (other files
 are skipped; -v names them). Default: the journal in PLUTO_DIR. Several journals go in
-parallel.
+parallel. Progress: a bar per journal counting its events and, for a journal with files to
+upload (images, artifacts), one counting their bytes, with the speed; then a table per journal
+(runs, events delivered, refused and left; files delivered and their bytes).
 
 Delivery state is kept in each journal, so pushing the same journal again sends nothing new.
 A journal that a live plutosync delivers is left to it: push asks it to try now and follows
@@ -86,6 +103,60 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="log each run as it is created, and name the files a search skipped")
     p.set_defaults(func=main)
 
+
+class Transfer:
+    """The byte bars: one per journal with files to upload, under the event bars, drawn by
+    rich's DownloadColumn and TransferSpeedColumn. A watched bar reads its count each time the
+    display is drawn (:meth:`sync`, ten times a second), so it moves while a large file
+    uploads, and a stalled upload shows how far it got."""
+
+    def __init__(self, console: Console) -> None:
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+            TextColumn("{task.fields[files]}"), TransferSpeedColumn(), TimeRemainingColumn(),
+            console=console)
+        self._watched: dict[TaskID, Callable[[], tuple[int, int]]] = {}
+        self._of: dict[TaskID, int] = {}  # files to upload, per bar
+        self._lock = threading.Lock()
+
+    def add(self, path: Path, totals: FileTotals) -> TaskID:
+        task = self.progress.add_task(_bar_label(path), total=totals.open_bytes,
+                                      files=_files(0, totals.open))
+        self._of[task] = totals.open
+        return task
+
+    def watch(self, task: TaskID, read: Callable[[], tuple[int, int]]) -> None:
+        """Draw ``task`` from ``read()``: the (bytes, files) sent so far."""
+        with self._lock:
+            self._watched[task] = read
+
+    def set(self, task: TaskID, sent: int, files: int, *, final: bool = False) -> None:
+        """Draw ``task`` at ``sent`` bytes and ``files`` files; ``final``: its last figures
+        (the speed shown from then on: the recent one, else the bar's average)."""
+        with self._lock:
+            self._watched.pop(task, None)
+            self._update(task, sent, files)
+            if final:
+                (t,) = (t for t in self.progress.tasks if t.id == task)
+                if sent and t.elapsed:
+                    t.finished_speed = t.speed or sent / t.elapsed
+
+    def remove(self, task: TaskID) -> None:
+        with self._lock:
+            self._watched.pop(task, None)
+            self.progress.remove_task(task)
+
+    def sync(self) -> None:
+        with self._lock:
+            for task, read in self._watched.items():
+                self._update(task, *read())
+
+    def _update(self, task: TaskID, sent: int, files: int) -> None:
+        self.progress.update(task, completed=sent, files=_files(files, self._of[task]))
+
+
+def _files(done: int, of: int) -> str:
+    return f"{done}/{of} file{'s' * (of != 1)}"
 
 
 def main(args: argparse.Namespace) -> int:
@@ -140,10 +211,10 @@ def main(args: argparse.Namespace) -> int:
             for _ in range(3):  # a daemon that exits while followed: push takes over
                 out = push_one(file, settings, stop, timeout, progress,
                                others=lambda: bool(unfinished - {file}),
-                               retry_rejected=args.retry_rejected)
+                               retry_rejected=args.retry_rejected, transfer=transfer)
                 if out.held_by is None:
                     return out
-                followed = follow(file, out.held_by, timeout, stop, progress)
+                followed = follow(file, out.held_by, timeout, stop, progress, transfer)
                 if followed is not None:
                     return followed
             out.fail(f"the plutosync delivering {file} kept exiting while followed; push again")
@@ -151,12 +222,22 @@ def main(args: argparse.Namespace) -> int:
         finally:
             unfinished.discard(file)
 
+    progress = Progress(*columns, console=console)
+    transfer = Transfer(console)
+
+    def frame() -> Group:  # the byte bars read their counts as the display is drawn
+        transfer.sync()
+        return Group(progress, transfer.progress)
+
     try:
-        with Progress(*columns, console=console, transient=False) as progress:
+        with Live(console=console, get_renderable=frame, refresh_per_second=10,
+                  transient=False):
             with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
                 outcomes = list(pool.map(one, files))
     finally:
         signal.signal(signal.SIGINT, previous)
+    if not console.is_interactive:
+        console.print()  # as rich's Progress ends in a log or a pipe
     _summary(console, outcomes)
     # another user's journal is a usage error (run as that user), like a PATH with none in it
     if not all(o.clean or o.wrong_user for o in outcomes):
@@ -167,7 +248,8 @@ def main(args: argparse.Namespace) -> int:
 def _summary(console: Console, outcomes: list[Outcome]) -> None:
     tty = sys.stdout.isatty()
     table = Table(title="plutosync push")
-    for col in ("journal", "runs", "delivered", "rejected", "left"):
+    with_files = any(o.files or o.files_delivered or o.files_left for o in outcomes)
+    for col in ("journal", "runs", "delivered", "rejected", "left") + ("files",) * with_files:
         table.add_column(col, justify="left" if col == "journal" else "right",
                          no_wrap=not tty and col == "journal")
     for o in outcomes:
@@ -176,8 +258,12 @@ def _summary(console: Console, outcomes: list[Outcome]) -> None:
         if o.rejected_before:
             rejected += f" ({o.rejected_before} earlier)"
         # a terminal gets a cut name; a log or a pipe the whole path, never cut
-        table.add_row(_short(o.path) if tty else _where(o.path), str(o.runs),
-                      str(o.delivered), rejected, left)
+        cells = [_short(o.path) if tty else _where(o.path), str(o.runs), str(o.delivered),
+                 rejected, left]
+        if with_files:  # files delivered (their bytes), and any left
+            cells.append(f"{o.files_delivered} ({decimal(o.bytes_delivered)})"
+                         + (f", {o.files_left} left" if o.files_left else ""))
+        table.add_row(*cells)
     widest = max((len(_where(o.path)) for o in outcomes), default=0)
     Console(width=None if tty else max(200, widest + 80)).print(table)
     for o in outcomes:
@@ -192,7 +278,7 @@ def _summary(console: Console, outcomes: list[Outcome]) -> None:
             console.print(f"not delivered from {_where(o.path)}: {line}", markup=False,
                           soft_wrap=True)
     if all(o.clean for o in outcomes):
-        if any(o.total or o.reasserts for o in outcomes):
+        if any(o.total or o.reasserts or o.files for o in outcomes):
             console.print("everything delivered", markup=False)
         else:
             console.print("nothing to send: everything was delivered before", markup=False)
@@ -213,6 +299,9 @@ def _summary(console: Console, outcomes: list[Outcome]) -> None:
     others = sum(1 for o in outcomes if o.left < 0 and not o.failed)
     if others:
         parts.append(f"{others} journal{'s' * (others != 1)} not pushed")
+    files_left = sum(o.files_left for o in outcomes)
+    if files_left:
+        parts.append(f"{files_left} file{'s' * (files_left != 1)} left to upload")
     unsettled = sum(o.unsettled for o in outcomes)
     if unsettled:
         parts.append(f"{unsettled} run{'s' * (unsettled != 1)} to re-assert")

@@ -5,7 +5,11 @@ try now (``HURRY_SIGNAL``: every run's backoff skipped) and follows its progress
 read-only, with the same progress bar, until everything is delivered, ``--timeout`` passes or
 the daemon exits (then push delivers the rest itself)::
 
-    out = follow(file, pid, timeout, stop, progress)   # None: the daemon is gone, push it
+    out = follow(file, pid, timeout, stop, progress, transfer)   # None: the daemon is gone
+
+Files to upload get their byte bar too, read from the journal about once a second: it moves a
+file at a time, when the daemon records the file delivered (the bytes of a file under way are
+known only inside the daemon).
 """
 
 from __future__ import annotations
@@ -14,19 +18,31 @@ import os
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from rich.progress import Progress
+from rich.progress import Progress, TaskID
 
 from pluto_offline import journal
 from syncd import lock
-from syncd.commands.push_journal import Outcome, _bar_label, _label, _rejection_lines
+from syncd.commands.push_journal import (
+    FileTotals,
+    Outcome,
+    _bar_label,
+    _label,
+    _rejection_lines,
+    file_totals,
+)
 from syncd.daemon import HURRY_SIGNAL
 
+if TYPE_CHECKING:
+    from syncd.commands.push import Transfer
+
 FOLLOW_EVERY_S = 0.2
+FILES_EVERY_S = 1.0  # the byte bar's reads of the journal
 
 
 def follow(file: Path, pid: int | None, timeout: float | None, stop: threading.Event,
-           progress: Progress | None) -> Outcome | None:
+           progress: Progress | None, transfer: Transfer | None = None) -> Outcome | None:
     """Follow the daemon ``pid`` delivering ``file``; the outcome, or None once it exited."""
     out = Outcome(file)
     started = journal.now_ms()
@@ -34,8 +50,12 @@ def follow(file: Path, pid: int | None, timeout: float | None, stop: threading.E
         out.total = _pending(j)
         out.runs = len(journal.all_runs(j))
         out.reasserts = len(journal.runs_to_reassert(j))
+        files = file_totals(j)
+        out.files = files.open
         task = progress.add_task(_bar_label(file), total=out.total) \
             if progress is not None and out.total else None
+        bar = transfer.add(file, files) if transfer is not None and files.open_bytes else None
+        files_read = time.monotonic()
         asked = _ask(pid)
         out.via = (f"followed the plutosync already delivering it (pid {pid}"
                    + (", asked to try now)" if asked else ")"))
@@ -44,17 +64,33 @@ def follow(file: Path, pid: int | None, timeout: float | None, stop: threading.E
             left = _pending(j)
             if progress is not None and task is not None:
                 progress.update(task, completed=max(out.total - left, 0))
-            if not left and not journal.runs_to_reassert(j):
+            if transfer is not None and bar is not None \
+                    and time.monotonic() - files_read >= FILES_EVERY_S:
+                _show(transfer, bar, files, file_totals(j))
+                files_read = time.monotonic()
+            if not left and not journal.runs_to_reassert(j) and not file_totals(j).open:
                 break
             if lock.holder(file) is None:
                 if progress is not None and task is not None:
                     progress.remove_task(task)
+                if transfer is not None and bar is not None:
+                    transfer.remove(bar)
                 return None  # the daemon exited: push delivers what is left itself
             if stop.is_set() or (deadline is not None and time.monotonic() >= deadline):
                 break
             stop.wait(FOLLOW_EVERY_S)
+        after = file_totals(j)
+        out.files_delivered, out.files_left = after.done - files.done, after.open
+        out.bytes_delivered = after.done_bytes - files.done_bytes
+        if transfer is not None and bar is not None:
+            _show(transfer, bar, files, after, final=True)
         _account(j, out, started, stop)
     return out
+
+
+def _show(transfer: Transfer, bar: TaskID, before: FileTotals, now: FileTotals,
+          final: bool = False) -> None:
+    transfer.set(bar, now.done_bytes - before.done_bytes, now.done - before.done, final=final)
 
 
 def _ask(pid: int | None) -> bool:

@@ -15,10 +15,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.progress import Progress
 
 from pluto_offline import journal
+from pluto_offline.journal import filerows
 from syncd import lock, resend, runstate
 from syncd import settings as settings_mod
 from syncd.client import PlutoClient
@@ -26,6 +28,9 @@ from syncd.commands._common import explain, probe_journal
 from syncd.daemon import recover
 from syncd.lock import JournalAccessError, JournalLock, LockHeldError
 from syncd.replayer import Replayer, drain, journal_trouble
+
+if TYPE_CHECKING:
+    from syncd.commands.push import Transfer
 
 log = logging.getLogger("plutosync")
 
@@ -48,17 +53,39 @@ class Outcome:
     held_by: int | None = None  # the pid of a plutosync delivering the journal (push follows it)
     via: str | None = None  # who delivered it, when not this push
     wrong_user: bool = False  # this user may not deliver it (another user's journal): exit 2
+    files: int = 0  # files to upload when the push started
+    files_delivered: int = 0  # ... delivered during it, and their bytes
+    bytes_delivered: int = 0
+    files_left: int = 0  # files not delivered when it ended (staged or not)
 
     @property
     def clean(self) -> bool:
         return (self.left == 0 and not self.unsettled and not self.failed
-                and not self.rejected and not self.rejected_before)
+                and not self.rejected and not self.rejected_before and not self.files_left)
 
     def fail(self, message: str, *, failed: bool = True) -> None:
         self.problems.append(message)
         self.left = -1
         self.failed = self.failed or failed
 
+
+@dataclass(frozen=True)
+class FileTotals:
+    open: int = 0  # files not delivered yet (neither lost nor refused; staged or not)
+    open_bytes: int = 0  # the staged bytes of those
+    done: int = 0  # files delivered, and their bytes
+    done_bytes: int = 0
+
+
+def file_totals(j: journal.Journal) -> FileTotals:
+    """A journal's files to upload and uploaded (docs/journal.md: ``files``, ``file_delivery``)."""
+    if not filerows.has_files(j):
+        return FileTotals()
+    got = {done: (n, size) for done, n, size in j.conn.execute(
+        "SELECT coalesce(d.state, '') = 'done', count(*), coalesce(sum(f.size), 0) FROM files f "
+        "LEFT JOIN file_delivery d ON d.id = f.id WHERE f.lost IS NULL "
+        "AND coalesce(d.state, '') != 'rejected' GROUP BY 1")}
+    return FileTotals(*got.get(0, (0, 0)), *got.get(1, (0, 0)))
 
 
 class _QuietDamage(logging.Filter):
@@ -97,13 +124,13 @@ def _reason(exc: BaseException | str, file: Path) -> str:
 def push_one(file: Path, settings: settings_mod.Settings, stop: threading.Event,
              timeout: float | None, progress: Progress | None = None,
              others: Callable[[], bool] | None = None, *,
-             retry_rejected: bool = False) -> Outcome:
+             retry_rejected: bool = False, transfer: Transfer | None = None) -> Outcome:
     """Deliver one journal; never raises: every failure is in the outcome.
 
     ``others``: whether other journals of this push are still to be delivered; while they
     are, a run waiting for the journal that starts it (an eval job's) keeps waiting.
     ``retry_rejected``: send the events refused earlier again first (:mod:`syncd.resend`),
-    listing them on the progress console before."""
+    listing them on the progress console before. ``transfer``: where its byte bar goes."""
     out = Outcome(file)
     try:
         lock.check_owner(file)  # before reading it: a journal of another user is named so
@@ -114,7 +141,8 @@ def push_one(file: Path, settings: settings_mod.Settings, stop: threading.Event,
         with JournalLock(file):
             j = journal.Journal.open(file, create=False)
             try:
-                _deliver(j, settings, stop, timeout, progress, out, others, retry_rejected)
+                _deliver(j, settings, stop, timeout, progress, out, others, retry_rejected,
+                         transfer)
             finally:
                 j.close()
     except LockHeldError as exc:
@@ -140,11 +168,14 @@ def push_one(file: Path, settings: settings_mod.Settings, stop: threading.Event,
 
 def _deliver(j: journal.Journal, settings: settings_mod.Settings, stop: threading.Event,
              timeout: float | None, progress: Progress | None, out: Outcome,
-             others: Callable[[], bool] | None = None, retry_rejected: bool = False) -> None:
+             others: Callable[[], bool] | None = None, retry_rejected: bool = False,
+             transfer: Transfer | None = None) -> None:
     started = journal.now_ms()
     recover(j)
     earlier = journal.rejected_events(j) if retry_rejected else []
     counts = journal.event_counts(j)
+    files = file_totals(j)
+    out.files = files.open
     out.total = sum(c["pending"] for c in counts.values()) + len(earlier)
     out.runs = len(counts)
     out.reasserts = len(journal.runs_to_reassert(j))
@@ -156,6 +187,11 @@ def _deliver(j: journal.Journal, settings: settings_mod.Settings, stop: threadin
     replayer.wait_for_creators = others or (lambda: False)
     if progress is not None and task is not None:
         replayer.on_progress = lambda p: progress.update(task, completed=p.events)
+    # files to upload: a bar in bytes, read from the files lane while it uploads
+    bar = transfer.add(out.path, files) if transfer is not None and files.open_bytes else None
+    if transfer is not None and bar is not None:
+        lane = replayer.files
+        transfer.watch(bar, lambda: (lane.sent_bytes, lane.files_done))
     deadline = None if not timeout else time.monotonic() + timeout
     tried: resend.Tried | None = None
     try:
@@ -182,6 +218,11 @@ def _deliver(j: journal.Journal, settings: settings_mod.Settings, stop: threadin
                 f"{_label(row)}: {replayer.moved.get(key, 0)} of its {pending} pending events "
                 f"were delivered, then it stopped: {_reason(exc, out.path)}; the journal's "
                 "other runs were still tried")
+    after = file_totals(j)
+    out.files_delivered, out.files_left = after.done - files.done, after.open
+    out.bytes_delivered = after.done_bytes - files.done_bytes
+    if transfer is not None and bar is not None:  # as the journal says (files found done too)
+        transfer.set(bar, out.bytes_delivered, out.files_delivered, final=True)
     _account(j, out, started, stop, replayer)
     if tried is not None:
         _account_retried(j, out, tried)
