@@ -53,6 +53,7 @@ class MediaLog:
         self.lock = threading.Lock()
         self.rows: list[dict[str, Any]] = []  # logged, not yet journaled
         self.new_names: dict[str, list[str]] = {}  # kind -> names not yet registered
+        self.journaled_names: dict[str, list[str]] = {}  # the fold under way's (folded())
         self.names: set[tuple[str, str]] = set()
         self.number = 0
         try:
@@ -148,19 +149,28 @@ class MediaLog:
         """Journal the logged files (inside the fold's transaction); returns how many, for
         :meth:`folded` after the commit."""
         with self.lock:
-            rows, names = list(self.rows), dict(self.new_names)
+            rows = list(self.rows)
+            names = {kind: list(logged) for kind, logged in self.new_names.items()}
         for kind, logged in names.items():
             append_event(j, self.run_key, "lognames", payload={"type": kind, "names": logged},
                          time=time_ms)
         if rows:
             staged.insert_rows(j, rows)
+        self.journaled_names = names
         return len(rows)
 
     def folded(self, n: int) -> None:
-        """The fold's transaction committed ``n`` rows: forget them, stage them."""
+        """The fold's transaction committed ``n`` rows: forget them and the names journaled
+        with them (not names logged since: the training thread goes on meanwhile), stage them."""
         with self.lock:
             del self.rows[:n]
-            self.new_names.clear()
+            for kind, logged in self.journaled_names.items():
+                left = [x for x in self.new_names.get(kind, ()) if x not in logged]
+                if left:
+                    self.new_names[kind] = left
+                else:
+                    self.new_names.pop(kind, None)
+            self.journaled_names = {}
         if n:
             self._start_stager()
 

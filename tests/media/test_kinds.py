@@ -4,6 +4,7 @@ optional encoders and what happens without them."""
 from __future__ import annotations
 
 import io
+import json
 import subprocess
 import sys
 import wave
@@ -12,6 +13,7 @@ import httpx
 import numpy as np
 from PIL import Image as PILImage
 
+import pluto_offline as pluto
 from tests.media.helpers import PROJECT, drain, pixels, run_job, server_id, stock_client
 
 
@@ -128,3 +130,29 @@ def test_bad_media_values_say_what_is_wrong(tmp_path, monkeypatch):
     with journal.Journal.open(tmp_path / "j", readonly=True) as j:
         [lost] = filerows.lost_files(j)
     assert "an Image array must be" in lost["reason"]
+
+
+def test_a_name_logged_while_a_fold_commits_is_registered_later(tmp_path):
+    """The writer thread's fold journals the new log names it saw; a name the training thread
+    logs before that fold's commit was cleared with them and never registered (the server's
+    run then lacked it in logNames: flaky round-trip tests under load)."""
+    from pluto_offline import journal
+    from pluto_offline.media.recorder import MediaLog
+
+    j = journal.Journal.open(tmp_path / "j")
+    with j.transaction():
+        key = journal.add_run(j, project="p", run_id="r", name="r")
+    media = MediaLog(j.path, key)
+    media.add("first", [pluto.Text("one")], step=0, t=1, writer="w")
+    with j.transaction():
+        n = media.fold(j, 1)
+    media.add("second", [pluto.Text("two")], step=1, t=2, writer="w")  # meanwhile
+    media.folded(n)
+    with j.transaction():
+        media.folded(media.fold(j, 2))
+    media.wait_staged(30)
+    names = [json.loads(p) for (p,) in j.conn.execute(
+        "SELECT payload FROM events WHERE kind = 'lognames' ORDER BY seq")]
+    assert names == [{"type": "TEXT", "names": ["first"]}, {"type": "TEXT", "names": ["second"]}]
+    assert j.conn.execute("SELECT count(*) FROM files").fetchone()[0] == 2
+    j.close()
