@@ -118,6 +118,7 @@ class Daemon:
                     return self._once(j, replayer)
                 return self._serve(j, replayer)
             finally:
+                replayer.close()
                 client.close()
                 j.close()
 

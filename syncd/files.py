@@ -64,6 +64,7 @@ class FileLane:
         self._due: dict[int, _Due] = {}
         self._gate = _Due()  # a refused key or an unreachable server pauses every run
         self.thread: threading.Thread | None = None
+        self.closing = threading.Event()  # this lane only (shutdown), where stop is everyone's
         self.uploaded_bytes = 0
         self.files_done = 0
         # uploaded_bytes and what the upload under way has sent: read by push's byte bar
@@ -77,8 +78,11 @@ class FileLane:
             self.thread.start()
         self.wake.set()
 
+    def _stopping(self) -> bool:
+        return self.stop.is_set() or self.closing.is_set()
+
     def _loop(self) -> None:
-        while not self.stop.is_set():
+        while not self._stopping():
             self.wake.clear()
             try:
                 worked = self.run_pass()
@@ -108,7 +112,7 @@ class FileLane:
             return False
         worked = False
         for key in filerows.runs_with_pending(j):
-            if self.stop.is_set():
+            if self._stopping():
                 break
             due = self._due.setdefault(key, _Due())
             row = journal.get_run(j, key)
@@ -116,7 +120,7 @@ class FileLane:
                 continue  # the ordered lane opens the run first
             try:
                 end = time.monotonic() + SLICE_S
-                while time.monotonic() < end and not self.stop.is_set():
+                while time.monotonic() < end and not self._stopping():
                     if not self._batch(j, row):
                         break
                     worked = True
@@ -276,6 +280,15 @@ class FileLane:
     def blocking(self, j: journal.Journal, run: int, seq: int) -> int:
         """Files journaled before event ``seq`` of the run not delivered yet."""
         return filerows.blocking(j, run, seq)
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        """Stop this lane's thread (the upload under way ends first, up to ``timeout``
+        seconds) and close its connection and sessions: a push of many journals must not
+        keep a thread and a connection per journal it has finished."""
+        self.closing.set()
+        self.join(timeout)
+        if self.thread is None or not self.thread.is_alive():
+            self.close()
 
     def close(self) -> None:
         self.storage.close()

@@ -120,6 +120,11 @@ class Replayer:
                         self.totals.events - before.events,
                         self.totals.rejected - before.rejected)
 
+    def close(self) -> None:
+        """Stop the files lane and release its thread and connection (the replayer's own
+        journal and client are the caller's to close)."""
+        self.files.shutdown()
+
     def outstanding(self) -> list[journal.RunRow]:
         """Runs with pending events that can still be delivered without a person's help, and
         runs whose final state is still to be re-asserted."""

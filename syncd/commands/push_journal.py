@@ -208,6 +208,7 @@ def _deliver(j: journal.Journal, settings: settings_mod.Settings, stop: threadin
             drain(replayer, deadline=deadline, give_up_on_auth=True)
         replayer.reassert_now()  # stopped or timed out: what is noted, sent once now
     finally:
+        replayer.close()
         client.close()
         out.delivered = replayer.totals.events - replayer.totals.rejected
         out.rejected = replayer.totals.rejected

@@ -143,3 +143,28 @@ def test_retention_deletes_delivered_bytes_and_never_pending_ones(tmp_path, plut
         assert prune_acked(j, 0).files == 2
     assert not [p for p in blobs.iterdir() if p.is_file()]
     assert file_rows(pluto_server, server_id(tmp_path / "j", "later")) == 2
+
+
+def test_a_finished_replayer_lets_go_of_its_files_lane(tmp_path, pluto_server):
+    """push delivers journal after journal: each one's files lane (a thread, a connection,
+    HTTP sessions) must end with it, not live on until the push exits (a folder of 500
+    journals would hold 500 threads and connections: past the usual 1024 descriptors)."""
+    import threading
+
+    from syncd.replayer import drain as drain_replayer
+    from tests.fixtures.daemon import replayer_for
+
+    offline_job(tmp_path / "j", "lane", {"a": b"x" * 1000})
+    before = {t.ident for t in threading.enumerate()}
+    r = replayer_for(tmp_path / "j", pluto_server)
+    assert drain_replayer(r, deadline=None)
+    lane = r.files.thread
+    assert lane is not None and lane.is_alive()  # it uploaded the file
+    r.close()
+    assert not lane.is_alive()
+    assert {t.ident for t in threading.enumerate()} <= before
+    with pytest.raises(Exception, match="closed"):
+        r.files.j.conn.execute("SELECT 1")  # its connection is closed too
+    r.j.close()
+    r.client.close()
+    assert file_rows(pluto_server, server_id(tmp_path / "j", "lane")) == 1
