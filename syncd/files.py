@@ -281,6 +281,13 @@ class FileLane:
         """Files journaled before event ``seq`` of the run not delivered yet."""
         return filerows.blocking(j, run, seq)
 
+    def try_now(self) -> None:
+        """Every run's files on the next pass, whatever their backoff says (SIGUSR1)."""
+        self._gate.due = 0.0
+        for due in list(self._due.values()):
+            due.due = 0.0
+        self.wake.set()
+
     def shutdown(self, timeout: float = 10.0) -> None:
         """Stop this lane's thread (the upload under way ends first, up to ``timeout``
         seconds) and close its connection and sessions: a push of many journals must not

@@ -60,7 +60,10 @@ class Ingest:
         # sent before without an answer (by this copy, or by another: the server's note):
         # the server may hold them already and offers no way to tell; counted, for status
         sent_before = max(journal.sent_seq(self.j, ctx.row.key), sending)
-        history.note_resent(self.j, ctx.row.key, sum(ev.seq <= sent_before for ev in fresh))
+        again = [ev for ev in fresh if ev.seq <= sent_before]
+        if again:  # counted in records (lines): an event may carry several
+            history.note_resent(self.j, ctx.row.key, sum(
+                self.render.text(ev).count("\n") + 1 for ev in again))
         if fresh[-1].seq > sending:
             shared.record_sending(self.client, self.j, ctx.row, sid, fresh[-1].seq)
         journal.mark_sent(self.j, ctx.row.key, fresh[-1].seq)

@@ -216,6 +216,7 @@ class Replayer:
             self._sched.setdefault(key, _Sched()).due = 0.0
         if pauses:
             self._net.due = self._auth.due = 0.0
+            self.files.try_now()
 
     def refused_key_note(self, reason: str | None) -> str | None:
         """For a run a one-shot delivery left undelivered: a short word for the refused key

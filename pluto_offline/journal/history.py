@@ -43,7 +43,7 @@ def tags_time(j: Journal, run: int, *, before: int | None = None) -> int | None:
 
 
 def note_resent(j: Journal, run: int, records: int) -> None:
-    """Count records of a kind the server does not deduplicate (string series) sent again
+    """Count records (NDJSON lines) of kinds the server does not deduplicate (data, logs) sent again
     because the request that carried them got no answer: the server may hold them twice.
     ``plutosync status`` shows the count; nothing else can tell (the server offers no
     read-back of them)."""

@@ -188,6 +188,14 @@ def check(c: Any, run_id: str, sid: int, project: str, exp: dict, server: Any,
             and _sha(server, f["url"]) != hashlib.sha256(artifact_bytes(*want)).hexdigest()]
     c.add("mismatched", len(bad), f"{run_id}: files whose bytes differ from what was logged, "
           f"e.g. {bad[:3]}")
+    # every name registered with its type (what the UI lists): images, artifacts, histograms
+    want = {image_name(cap.split("@")[0]): "IMAGE" for cap in req["image"]}
+    want.update({log: "ARTIFACT" for log in req["artifact"]})
+    want.update({name: "HISTOGRAM" for name, _ in req["hist"]})
+    listed = {n["logName"]: n.get("logType") for n in server.get_run(sid).get("logNames") or ()}
+    unlisted = sorted(f"{n} ({t})" for n, t in want.items() if listed.get(n) != t)
+    c.add("lost", len(unlisted), f"{run_id}: log names not registered with their type: "
+          f"{unlisted[:4]}")
     absorbed += _window(c, run_id, dups, resent, "records of kinds the server keeps twice")
     absorbed += _window(c, run_id, file_dups, files_resent, "files")
     return absorbed

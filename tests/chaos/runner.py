@@ -229,7 +229,8 @@ def _display_id(journal_dir: Path, run_id: str) -> str | None:
 
 
 def _clean(backlog: dict[str, Any]) -> bool:
-    return not (backlog["pending"] or backlog["reasserts"] or backlog["spills"])
+    return not (backlog["pending"] or backlog["reasserts"] or backlog["spills"]
+                or backlog.get("files_pending") or backlog.get("incoming"))
 
 
 class Runner:

@@ -92,17 +92,20 @@ def test_a_string_batch_the_daemon_sent_without_an_answer_is_counted(tmp_path, p
     was lost. It is sent again (nothing is lost) and the journal counts the resend."""
     jb = JournalBuilder(tmp_path / "j")
     key = jb.run("resent")
-    jb.event(key, "data", json.dumps({"time": 1, "data": "a", "dataType": "string-series",
-                                      "logName": "note", "step": 0}), raw=True, step=0)
+    # one event, two records: the count is in records (the oracle's unit), not events
+    jb.event(key, "data", "\n".join(
+        json.dumps({"time": 1, "data": v, "dataType": "string-series", "logName": "note",
+                    "step": 0}) for v in ("a", "b")), raw=True, step=0)
     jb.status(key, "COMPLETED")
     jb.close()
     pluto_server.fault("reset", "/ingest/data", count=1)  # applied, then the answer is cut
     p = push(pluto_server, tmp_path / "p", tmp_path / "j")
     assert p.proc.returncode == 0, p.log()
     run = the_run(pluto_server)
-    assert _notes(pluto_server, run).count(("note", 0, "a")) >= 1
+    notes = _notes(pluto_server, run)
+    assert notes.count(("note", 0, "a")) >= 1 and notes.count(("note", 0, "b")) >= 1
     with journal.Journal.open(tmp_path / "j", readonly=True) as j:
-        assert history.resent(j, key) == 1
+        assert history.resent(j, key) == 2
 
 
 T0 = 1_700_000_000_000

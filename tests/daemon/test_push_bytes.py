@@ -134,3 +134,17 @@ def test_push_following_a_daemon_shows_the_bytes_it_delivered(tmp_path, pluto_se
         assert "8.0/8.0 MB 1/1 file" in text and "│ 1 (8.0 MB) │" in text, text
         assert daemon.terminate() == 0
     assert _server_bytes(pluto_server, jdir, tmp_path / "dl") == data
+
+
+def test_a_push_beside_a_daemon_whose_files_back_off_gets_them_sent_now(tmp_path, pluto_server):
+    """push asks the daemon to try now: its files lane's backoff is skipped too, not only the
+    ordered lane's (it waited out a 60 s Retry-After on the presign while push waited)."""
+    jdir, data = _artifact_job(tmp_path, 1 * MB)
+    pluto_server.fault("429", path="/files", count=1, retry_after=60)  # a long wait
+    with DaemonProcess(pluto_server, jdir) as daemon:
+        wait_for(lambda: "files paused" in daemon.log(), what="the files lane backing off")
+        p = push(pluto_server, tmp_path, str(jdir))
+        assert p.wait(40) == 0, p.log()  # well before the 60 s
+        assert "1.0/1.0 MB 1/1 file" in _flat(p.log()), p.log()
+        assert daemon.terminate() == 0
+    assert _server_bytes(pluto_server, jdir, tmp_path / "dl") == data
