@@ -9,6 +9,13 @@ job wrote before a SIGKILL or an OOM kill is still in the pipe when the job is g
 process reads it to the end, tees it, journals it, and exits once every writer of the pipes
 (the job and the children that inherited its stdout) has closed them.
 
+While output flows, this process reads it every ``GATHER_MS`` rather than at each write (a
+write to a pipe its reader waits on wakes the reader, and that cost a printing job more than
+everything else here); output on a stream that was quiet, or a request of the job's, wakes
+it at once, and what the busy streams gathered is read first, so the order across stdout
+and stderr is kept unless both are busy at once. A pipe found half full grows to
+``PIPE_SIZE``. docs/benchmarks.md has the figures.
+
 Control pipe (job -> helper): ``<n>\\n`` asks for everything written before it to be
 journaled; the answer on the ack pipe (helper -> job) is ``<n>\\n``. The job's end of the
 ack pipe reaching EOF tells it this process died (``capture.py``).
@@ -33,7 +40,19 @@ from pluto_offline.console.lines import LineSplitter
 from pluto_offline.console.redact import Redactor, api_key_from_env
 from pluto_offline.console.sink import LogSink
 
-READ_SIZE = 1 << 16
+# After a read, output gathers this long before the next (unless a stream was found at least
+# half full: the writer is ahead). Waking at every write cost a printing job ~1.4x its time
+# in a print loop; 1, 2 and 4 ms measured alike.
+GATHER_MS = 2
+# A pipe found half full grows to this (from the kernel's 64 KiB; once, when the kernel allows
+# it), so a job printing fast rarely waits while this process commits or is not scheduled
+# (with 64 KiB the print loop took ~1.5x). Only then: a pipe's size counts against its
+# user's pipe quota (fs/pipe-user-pages-soft), so quiet jobs keep the default.
+PIPE_SIZE = 1 << 20
+READ_SIZE = PIPE_SIZE  # the most one read takes
+PTY_READ = 4096  # the most one read of a pty takes (N_TTY_BUF_SIZE)
+_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+_F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)
 _ENDED = (select.POLLHUP | select.POLLERR | select.POLLNVAL)
 
 
@@ -43,6 +62,20 @@ class Stream:
     def __init__(self, fd: int, log_type: str, tee: int, splitter: LineSplitter) -> None:
         self.fd, self.log_type, self.tee, self.splitter = fd, log_type, tee, splitter
         self.tee_ok = True
+        try:
+            self.size = fcntl.fcntl(fd, _F_GETPIPE_SZ)  # what the pipe holds
+            self.pipe = True
+        except OSError:  # a pty: what one read of it takes at most (its line discipline's
+            self.size, self.pipe = PTY_READ, False  # buffer; the pty holds ~16 KiB more)
+
+    def ahead(self, n: int) -> bool:
+        """Whether the writer is ahead: the read of ``n`` bytes found the stream at least half
+        full. A pipe then grows, once, to ``PIPE_SIZE``."""
+        if 2 * n < self.size:
+            return False
+        if self.pipe and self.size < PIPE_SIZE:
+            self.size = grow_pipe(self.fd, PIPE_SIZE) or self.size
+        return True
 
     def write_tee(self, data: bytes) -> None:
         """Every byte to the original stream; a stream gone (a closed terminal) is let go."""
@@ -72,15 +105,38 @@ class Helper:
         self._ctrl_buf = b""
 
     def run(self) -> None:
+        busy: set[int] = set()  # the streams the last read found output in
         while self.streams:
-            timeout = self.sink.wait_ms()
-            for fd, mask in self.poller.poll(timeout):
+            ready = self.poller.poll(self.sink.wait_ms())
+            if len(ready) > 1:  # output that gathered first, then what woke this process
+                ready.sort(key=lambda r: r[0] not in busy)
+            busy = set()
+            ahead = False
+            for fd, mask in ready:
                 if fd == self.ctrl:
                     self._control()
                 elif fd in self.streams:
-                    self._pump(self.streams[fd], mask)
+                    stream = self.streams[fd]
+                    n = self._pump(stream, mask)
+                    if n:
+                        busy.add(fd)
+                        ahead = stream.ahead(n) or ahead
             self.sink.commit_if_due()
+            if busy and not ahead:
+                self._gather(busy)
         self.sink.close()
+
+    def _gather(self, busy: set[int]) -> None:
+        """Let the output of the ``busy`` streams gather in their pipes for ``GATHER_MS``
+        (what the job writes meanwhile stays there: a kill loses none of it). A request of the
+        job's, or output on another stream, ends the wait at once."""
+        poller = select.poll()
+        for fd in self.streams:
+            if fd not in busy:
+                poller.register(fd, select.POLLIN)
+        if self.ctrl is not None:
+            poller.register(self.ctrl, select.POLLIN)
+        poller.poll(GATHER_MS)
 
     def _pump(self, stream: Stream, mask: int, size: int = READ_SIZE) -> int:
         """Read once from ``stream``; returns the bytes read (0 at its end)."""
@@ -127,6 +183,19 @@ class Helper:
             left = _available(stream.fd)
             while left > 0 and stream.fd in self.streams:
                 left -= self._pump(stream, select.POLLIN, min(left, READ_SIZE)) or left
+
+
+def grow_pipe(fd: int, size: int) -> int:
+    """Ask for a pipe of ``size`` bytes; the size it has after: the old one when the kernel
+    refuses (over ``/proc/sys/fs/pipe-max-size`` or the user's pipe quota), 0 for what is not
+    a pipe. Never raises."""
+    try:
+        return fcntl.fcntl(fd, _F_SETPIPE_SZ, size)
+    except OSError:
+        try:
+            return fcntl.fcntl(fd, _F_GETPIPE_SZ)
+        except OSError:
+            return 0
 
 
 def _available(fd: int) -> int:

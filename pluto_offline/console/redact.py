@@ -11,13 +11,15 @@ Patterns run over a block of whole lines at once (one C-level pass each), so non
 match across a newline: whitespace in them is ``[ \\t]``, never ``\\s``.
 
 >>> Redactor(api_key="k3y-abcdefgh").text("key=k3y-abcdefgh, Bearer eyJhbGc")
-'***REDACTED***, Bearer ***REDACTED***'
+'key=***REDACTED***, Bearer ***REDACTED***'
 """
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
+from typing import NamedTuple
 
 REDACTED = "***REDACTED***"
 KEY_ENV = ("PLUTO_API_KEY", "MLOP_API_TOKEN")
@@ -31,22 +33,47 @@ _PREFIXES = (
     r"glpat-[A-Za-z0-9_-]{20,}", r"xoxb-[A-Za-z0-9-]{20,}", r"xoxp-[A-Za-z0-9-]{20,}",
     r"mlpi_[A-Za-z0-9]{10,}", r"pypi-[A-Za-z0-9]{10,}", r"npm_[A-Za-z0-9]{20,}",
 )
-# (pattern, replacement, triggers): a pattern runs only over text holding one of its
-# triggers (plain substrings; lower-cased text for the case-insensitive ones), so the common
-# line that holds no secret costs a few substring scans, not every pattern.
-_SHAPES: tuple[tuple[re.Pattern[str], str, tuple[str, ...], bool], ...] = (
-    (re.compile(r"AKIA[0-9A-Z]{16}"), REDACTED, ("AKIA",), False),
+_AWS_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789/+="
+# bytes of the AWS alphabet -> "a", every other byte (so every non-ASCII character) -> " "
+_ALPHABET = bytes(0x61 if c in _AWS_ALPHABET else 0x20 for c in range(256))
+_A40 = b"a" * 40
+
+
+def _has_run(text: str) -> bool:
+    """Whether ``text`` holds 40 characters in a row of the AWS alphabet: two C-level passes,
+    ~15x cheaper than the pattern's own search over text that holds none."""
+    return _A40 in text.encode("utf-8", "surrogatepass").translate(_ALPHABET)
+
+
+class Shape(NamedTuple):
+    """A secret's shape. Its pattern runs only over text that passes ``test`` or holds one
+    of ``triggers`` (plain substrings; in the lower-cased text when ``nocase``), so the common
+    line that holds no secret costs a few C-level scans, not every pattern. ``gate``: characters
+    one of which every trigger holds, looked for first (a ``memchr`` each)."""
+
+    pattern: re.Pattern[str]
+    replacement: str
+    triggers: tuple[str, ...] = ()
+    nocase: bool = False
+    gate: tuple[str, ...] = ()
+    test: Callable[[str], bool] | None = None
+
+
+_SHAPES: tuple[Shape, ...] = (
+    Shape(re.compile(r"AKIA[0-9A-Z]{16}"), REDACTED, ("AKIA",)),
     # a 40-character AWS secret after an assignment or a blank
-    (re.compile(r"(?<=[=: \t])[A-Za-z0-9/+=]{40}(?=[ \t'\",}]|$)", re.M), REDACTED, ("",), False),
-    (re.compile(r"-----BEGIN[ \t][\w \t]*PRIVATE KEY-----"), REDACTED, ("-----BEGIN",), False),
-    (re.compile(r"(://[^:/?#\s]+:)[^\s@]+(@)"), rf"\1{REDACTED}\2", ("://",), False),
-    (re.compile(r"((?:Bearer|Basic)[ \t]+)[^\s]+"), rf"\1{REDACTED}", ("Bearer", "Basic"), False),
-    (re.compile("|".join(_PREFIXES)), REDACTED,
-     ("sk-", "sk_", "hf_", "ghp_", "gho_", "glpat-", "xox", "mlpi_", "pypi-", "npm_"), False),
-    (re.compile(rf"""(?i)['"]?(?:{_NAMES})['"]?[ \t]*[=:][ \t]*(['"])[^\n]*?\1"""), REDACTED,
-     ("passw", "secret", "key", "token"), True),
-    (re.compile(rf"""(?i)['"]?(?:{_NAMES})['"]?[ \t]*[=:][ \t]*[^\s'",}}]+"""), REDACTED,
-     ("passw", "secret", "key", "token"), True),
+    Shape(re.compile(r"(?<=[=: \t])[A-Za-z0-9/+=]{40}(?=[ \t'\",}]|$)", re.M), REDACTED,
+          test=_has_run),
+    Shape(re.compile(r"-----BEGIN[ \t][\w \t]*PRIVATE KEY-----"), REDACTED, ("-----BEGIN",)),
+    Shape(re.compile(r"(://[^:/?#\s]+:)[^\s@]+(@)"), rf"\1{REDACTED}\2", ("://",)),
+    Shape(re.compile(r"((?:Bearer|Basic)[ \t]+)[^\s]+"), rf"\1{REDACTED}", ("Bearer", "Basic")),
+    Shape(re.compile("|".join(_PREFIXES)), REDACTED,
+          ("sk-", "sk_", "hf_", "ghp_", "gho_", "glpat-", "xox", "mlpi_", "pypi-", "npm_"),
+          gate=("-", "_")),  # (xox: its patterns are xoxb- and xoxp-)
+    Shape(re.compile(rf"""(?i)['"]?(?:{_NAMES})['"]?[ \t]*[=:][ \t]*(['"])[^\n]*?\1"""),
+          REDACTED, ("passw", "secret", "key", "token"), nocase=True),
+    Shape(re.compile(rf"""(?i)['"]?(?:{_NAMES})['"]?[ \t]*[=:][ \t]*[^\s'",}}]+"""), REDACTED,
+          ("passw", "secret", "key", "token"), nocase=True),
 )
 
 
@@ -75,11 +102,18 @@ class Redactor:
         if self._key is not None and self._key in text:
             text = text.replace(self._key, REDACTED)
         lower = None
-        for pattern, replacement, triggers, nocase in self._shapes:
-            if nocase and lower is None:
-                lower = text.lower()
-            haystack = lower if nocase else text
-            if any(t in haystack for t in triggers):
-                text = pattern.sub(replacement, text)
-                lower = None  # the text changed
+        for shape in self._shapes:
+            if shape.test is not None:
+                if not shape.test(text):
+                    continue
+            elif shape.gate and not any(c in text for c in shape.gate):
+                continue
+            else:
+                if shape.nocase and lower is None:
+                    lower = text.lower()
+                haystack = lower if shape.nocase else text
+                if not any(t in haystack for t in shape.triggers):
+                    continue
+            text = shape.pattern.sub(shape.replacement, text)
+            lower = None  # the text changed
         return text

@@ -11,13 +11,12 @@ line's ``lineNumber``, so a process continuing a run's console numbers on from t
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
+from json.encoder import encode_basestring
 
 from pluto_offline.journal.store import Journal
 
 LINES_PER_EVENT = 2000
-_compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 def append_logs(j: Journal, run: int, lines: Sequence[tuple[int, str, str, int]]) -> None:
@@ -26,10 +25,10 @@ def append_logs(j: Journal, run: int, lines: Sequence[tuple[int, str, str, int]]
     rows = []
     for i in range(0, len(lines), LINES_PER_EVENT):
         chunk = lines[i:i + LINES_PER_EVENT]
-        # one C-level encode: '},{"time":' occurs only between two lines (a '"' in a
-        # message is escaped)
-        text = _compact([{"time": t, "message": m, "lineNumber": n, "logType": k}
-                         for t, m, k, n in chunk])[1:-1].replace('},{"time":', '}\n{"time":')
+        # what json.dumps(..., separators=(",", ":"), ensure_ascii=False) gives, ~4x faster:
+        # the message through the same C escaper, the rest ints and a fixed word
+        text = "\n".join([f'{{"time":{t},"message":{encode_basestring(m)},"lineNumber":{n},'
+                           f'"logType":"{k}"}}' for t, m, k, n in chunk])
         rows.append((run, "logs", chunk[0][0], chunk[-1][3], text))
     j.conn.executemany("INSERT INTO events (run, kind, time, step, payload) VALUES (?, ?, ?, ?, ?)",
                        rows)
