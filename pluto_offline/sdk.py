@@ -176,6 +176,9 @@ def _open_run(j: Journal, ref: RunRef, from_env: bool, resume: bool, project: st
                 # the server may already hold this externalId (another node's journal, a
                 # shared PLUTO_RUN_ID): attaching to it is then intended, not a conflict
                 "resume": bool(resume or from_env),
+                # resume=True itself (an eval job, a later allocation): while it runs, the
+                # daemon lets the run's own journal create the run first (ATTACH_GRACE_S)
+                "resume_asked": bool(resume),
                 # a run id the job chose can be shared by other journals (ranks, allocations,
                 # an eval job): the daemon then keeps config/tags times on the server
                 "chosen": chosen,

@@ -20,6 +20,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("plutosync")
 
 OPENERS = ("create", "resume")
+# How long after its init() a job that asked to resume a run, still running, waits for the
+# run's own journal to create it (docs/delivery.md, "One run, many journals"): an eval job
+# ends within it and only attaches; a first Slurm allocation with resume=True shows up late.
+ATTACH_GRACE_S = 120.0
 # What a refused create can be sent again without, by the part's name in `rejected`.
 _OPTIONAL_PARTS = {"tags": ("tags",), "settings": ("loggerSettings",),
                    "fork": ("forkRunId", "forkStep", "inheritConfig", "inheritTags")}
@@ -44,6 +48,7 @@ class Opening:
         if attach and journal.only_attached(self.j, row.key):
             self._attach(ctx, ev)
             return
+        found = self._found_while_asked(row, ev, p)  # None: create it
         body: dict[str, Any] = {
             "runName": p.get("name") or row.name or row.run_id,
             "projectName": row.project,
@@ -72,7 +77,7 @@ class Opening:
             # Marked before sending: after a crash, resumed=true is then our own create.
             replay = journal.sent_seq(self.j, row.key) >= ev.seq
             journal.mark_sent(self.j, row.key, ev.seq)
-            answer = self._create_run(row, ev, body)
+            answer = found or self._create_run(row, ev, body)
         except RejectedError as exc:
             self._open_refused(ctx, ev, exc)
             return
@@ -130,6 +135,31 @@ class Opening:
                         "them, recorded as rejected", row.project, row.name or row.run_id, what,
                         exc.describe())
             return answer
+
+    def _found_while_asked(self, row: journal.RunRow, ev: journal.Event,
+                           p: dict[str, Any]) -> dict[str, Any] | None:
+        """A job still running that asked to resume (``init(resume=True)``: an eval job, a
+        later allocation) a run the server may not hold yet: until it ends, for at most
+        ``ATTACH_GRACE_S`` after its ``init``, only resume it, so that the run's own journal
+        names it. Returns the run found (as a create that resumed it); None: create it (no
+        grace, or the grace is over); raises :class:`Hold` while waiting."""
+        if not p.get("resume_asked") or journal.now_ms() - ev.time > ATTACH_GRACE_S * 1000:
+            return None
+        alive = journal.live_writer_ids(self.j)
+        if not any(w in alive for (w,) in self.j.conn.execute(
+                "SELECT id FROM writers WHERE run = ? AND ended_how IS NULL", (row.key,))):
+            return None  # it ended: only_attached decided (it finished, or was killed)
+        try:
+            answer = self._opening(row, "resume", self.client.resume_run,
+                                   {"externalId": row.run_id, "projectName": row.project})
+        except RejectedError as exc:
+            if exc.code != 404:
+                return None  # the create says why
+            raise Hold(f"run {row.run_id!r} is not on the server yet: this job asked to resume "
+                       "it (init(resume=True)) and is still running, so the journal that "
+                       f"started the run gets up to {ATTACH_GRACE_S:.0f} s to create it; "
+                       "then this journal does", creator=True) from None
+        return {**answer, "resumed": True}
 
     def _attach(self, ctx: RunCtx, ev: journal.Event) -> None:
         """Open a run this journal only attached to (an eval job: resume=True, close()):

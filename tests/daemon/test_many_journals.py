@@ -141,6 +141,45 @@ def test_an_eval_job_from_another_node_in_either_order(tmp_path, pluto_server, f
             assert [r.conflict for r in journal.all_runs(j)] == [None]
 
 
+LIVE_EVAL = """
+    run = pluto.init(name="eval", run_id="train-1", resume=True)
+    run.log({"eval/acc": 0.5}, step=0)
+    run.log({"eval/acc": 0.7}, step=1)
+    while not pathlib.Path(os.environ["SEEN"]).exists():  # the daemon has seen it running
+        time.sleep(0.02)
+    run.close()
+    pathlib.Path(os.environ["GATE"] + ".eval").write_text("done")
+"""
+
+
+def test_a_running_eval_job_with_a_live_daemon_leaves_the_run_to_its_own_journal(
+        tmp_path, pluto_server):
+    """Seed 1091: the eval node's daemon saw the eval job while it ran (not yet known to only
+    attach) before the training node's journal was delivered, and created the run under the
+    eval job's name. A job that asked resume=True and still runs now only resumes."""
+    from tests.fixtures.daemon import wait_for
+
+    a, b, gate, seen = (tmp_path / n for n in ("nodeA", "nodeB", "gate", "seen"))
+    trainer = job(a, TRAIN, GATE=str(gate))
+    wait_for(lambda: gate.exists(), timeout=30, what="the training half way")
+    with DaemonProcess(pluto_server, b) as daemon:
+        evaluator = job(b, LIVE_EVAL, GATE=str(gate), SEEN=str(seen))
+        wait_for(lambda: "is not on the server yet" in daemon.log(), timeout=30,
+                 what="the eval node's daemon waiting for the run")
+        assert pluto_server.list_runs("proj") == []  # it did not create it
+        seen.write_text("go")
+        assert finished(evaluator) == 0
+        assert finished(trainer) == 0
+        p = push(pluto_server, tmp_path / "p", a)
+        assert p.proc.returncode == 0, p.log()
+        wait_for(lambda: steps(pluto_server, the_run(pluto_server), "eval/acc") == [0, 1],
+                 timeout=60, what="the eval points")
+    assert_training_completed(pluto_server)
+    for d in (a, b):
+        with journal.Journal.open(d) as j:
+            assert [r.conflict for r in journal.all_runs(j)] == [None]
+
+
 def test_an_eval_journal_pushed_together_with_the_training_one(tmp_path, pluto_server):
     a, b = eval_journals(tmp_path)
     p = push(pluto_server, tmp_path / "p", b, a)
