@@ -21,8 +21,11 @@ journaled; the answer on the ack pipe (helper -> job) is ``<n>\\n``. The job's e
 ack pipe reaching EOF tells it this process died (``capture.py``).
 
 Started by ``capture.py`` as ``python -S -c BOOT CONFIG`` (``-S``: no site hooks, a fast
-start); ``CONFIG`` is JSON: ``{"path": sys.path, "journal": str, "run": int, "run_id": str, "streams":
-[[fd, "INFO" | "ERROR", tee_fd], ...], "ctrl": fd, "ack": fd, "shapes": bool, "prefix": str}``.
+start); ``CONFIG`` is JSON: ``{"path": sys.path, "packages": [[name, dir], ...], "journal": str,
+"run": int, "run_id": str, "streams": [[fd, "INFO" | "ERROR", tee_fd], ...], "ctrl": fd,
+"ack": fd, "shapes": bool, "prefix": str}``. ``packages`` are made empty modules before the
+import: this process runs only its own modules, the console's and the journal's store, never
+a package's ``__init__`` (so nothing here may import a name from one).
 """
 
 from __future__ import annotations
