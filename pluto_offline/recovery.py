@@ -176,8 +176,10 @@ KILLED = {"status": "FAILED", "metadata": {"reason": "killed"}}
 
 def _report_killed(j: Journal) -> None:
     """Journal FAILED ``{"reason": "killed"}`` for each run left unended by a writer that died
-    (SIGKILL, OOM, node loss): no writer alive, one killed, and no end journaled since the
-    run's last open (the others only ``close()``d). Timed at the run's last event.
+    (SIGKILL, OOM, node loss): no writer alive, one killed, no end journaled since the run's
+    last open (the others only ``close()``d), and a death noticed since that open (a resume
+    after a reported kill, which then ``close()``s, leaves the run open). Timed at the run's
+    last event.
 
     Without it the server keeps such a run RUNNING until its reaper marks it, and the journal
     would read as delivered. It is an ordinary status event: a later resume (here or in
@@ -201,9 +203,14 @@ def _report_killed(j: Journal) -> None:
             if set(ids) & live:
                 continue
             last = j.conn.execute(
-                "SELECT kind FROM events WHERE run = ? AND kind IN ('create', 'resume', 'status')"
-                " ORDER BY seq DESC LIMIT 1", (run,)).fetchone()
+                "SELECT kind, time FROM events WHERE run = ? AND kind IN ('create', 'resume', "
+                "'status') ORDER BY seq DESC LIMIT 1", (run,)).fetchone()
             if last is None or last[0] == "status":
                 continue
+            noticed = j.conn.execute(
+                "SELECT max(ended_at) FROM writers WHERE run = ? AND ended_how = 'killed' AND "
+                "id NOT LIKE ?", (run, FORK_PREFIX + "%")).fetchone()[0]
+            if noticed is None or noticed < last[1]:
+                continue  # every death was known before the run's last open: reported then
             at = j.conn.execute("SELECT max(time) FROM events WHERE run = ?", (run,)).fetchone()[0]
             append_event(j, run, "status", time=at, payload=KILLED)

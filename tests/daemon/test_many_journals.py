@@ -206,6 +206,34 @@ def test_a_sigkilled_writer_is_reported_failed_and_a_later_resume_still_wins(
         assert [(r.state, r.synced) for r in rows] == [("killed", True)]
 
 
+def test_a_kill_reported_before_a_resume_in_the_same_journal_is_not_reported_again(
+        tmp_path, pluto_server):
+    """Chaos seed 1147: a trainer SIGKILLed, then a job resuming its run in the same journal
+    that close()s: the kill was journaled (FAILED killed) before the resume, and again after
+    it at the run's last event time, so the run ended FAILED instead of open."""
+    killed = job(tmp_path / "n1", """
+        run = pluto.init(name="spot", run_id="spot-3")
+        for i in range(20):
+            run.log({"x": float(i)}, step=i)
+        run.flush()
+        os.kill(os.getpid(), 9)
+    """)
+    assert killed.wait(30) == -9
+    assert finished(job(tmp_path / "n1", """
+        run = pluto.init(name="spot", run_id="spot-3", resume=True)
+        run.log({"x": 20.0}, step=20)
+        run.close()
+    """)) == 0
+    p = push(pluto_server, tmp_path / "p1", tmp_path / "n1")
+    assert p.proc.returncode == 0, p.log()
+    run = the_run(pluto_server)
+    assert run["status"] == "RUNNING"  # the resume reopened it; close() leaves it so
+    assert steps(pluto_server, run, "x") == list(range(21))
+    with journal.Journal.open(tmp_path / "n1") as j:
+        kinds = [k for (k,) in j.conn.execute(
+            "SELECT kind FROM events WHERE kind IN ('create', 'resume', 'status') ORDER BY seq")]
+    assert kinds == ["create", "status", "resume"]
+
 
 def test_killed_then_resumed_elsewhere_completes_whatever_the_order(tmp_path, pluto_server):
     jb1, jb2 = JournalBuilder(tmp_path / "n1"), JournalBuilder(tmp_path / "n2")
