@@ -31,7 +31,8 @@ def summarize(results: list[Result], seconds: float) -> dict:
         total[k] = sum(getattr(r.counts, k) for r in results)
     total["multi_journal"] = sum(r.multi for r in results)
     for k in ("points_checked", "strings_checked", "lines_checked", "rows_checked",
-              "files_checked", "absorbed_duplicates", "resent_strings", "runs"):
+              "files_checked", "absorbed_duplicates", "resent_strings", "concurrent_copies",
+              "pushes_timed_out", "runs"):
         total[k] = sum(getattr(r.counts, k) for r in results)
     total["faults_fired"] = sum(r.faults_fired for r in results)
     chaos: dict[str, int] = {}
@@ -70,6 +71,10 @@ def table(total: dict) -> str:
              ("replays absorbed by the server", total["absorbed_duplicates"]),
              ("rows, lines or files stored twice after no answer (counted by the journals)",
               total["resent_strings"]),
+             ("runs whose copies two processes delivered at once (documented limit)",
+              total["concurrent_copies"]),
+             ("pushes whose --timeout ran out under faults (drained after)",
+              total["pushes_timed_out"]),
              ("faults fired", total["faults_fired"])]
     rows += [(k, v) for k, v in total["chaos"].items()]
     rows += [("drain median / max (s)", f"{total['drain_s_median']} / {total['drain_s_max']}"),

@@ -60,6 +60,7 @@ from tests.chaos.outcomes import (  # noqa: F401
     EXIT_CODES,
     FAILURES,
     KILLED_MAY_STAY_RUNNING,
+    PUSH_TIMEOUT,
     SEVERITY,
     SLACK_S,
     Counts,

@@ -78,6 +78,13 @@ def check_multi(schedule: Schedule, reports: dict[str, list[dict]], launches: di
         _check_points(c, project, run_id, sid, exp, server)
         resent = sum((b or {}).get("resent", {}).get(run_id, 0)
                      for b in (backlogs or {}).values())
+        beside = sorted({j for o in delivery.pushes for j in o.concurrent
+                         if j in exp["journals"]})
+        if beside:  # the documented limit: copies delivered by two processes at once
+            c.concurrent_copies += 1
+            c.details.append(f"(copies of {', '.join(beside)} were pushed while its daemon "
+                             "delivered it: records either sent may be stored twice)")
+            resent = 1 << 30
         before = c.resent_strings
         _check_strings(c, run_id, sid, exp, server, schedule, resent)
         _check_extras(c, schedule, run_id, sid, reports, launches, server, None,

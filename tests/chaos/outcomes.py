@@ -33,6 +33,11 @@ EXIT_CODES = {"finish": {0}, "fail": {0}, "close": {0}, "atexit": {0}, "exceptio
               "sigterm": {143, -15}, "sigkill": {-9}}
 
 
+PUSH_TIMEOUT = 60  # plutosync push --timeout: give up retrying transient errors after this
+# what push says of a run left for a transient reason (syncd/client.py's describe())
+TRANSIENT_WORDS = ("cannot reach", "timed out", "HTTP 5", "HTTP 429")
+
+
 class ServerReads(Protocol):
     def list_runs(self, project: str, **params: Any) -> list[dict[str, Any]]: ...
     def metrics(self, run_id: int, project: str, name: str | None = None,
@@ -57,11 +62,13 @@ class Counts:
     unrecorded: int = 0
     push_errors: int = 0
     mismatched: int = 0  # a file or histogram on the server that differs from what was logged
+    pushes_timed_out: int = 0  # pushes whose --timeout ran out under faults (not failures)
     # figures, not failures
     points_checked: int = 0
     strings_checked: int = 0
     absorbed_duplicates: int = 0  # replays the server deduplicated (received - stored)
     resent_strings: int = 0  # string rows stored twice after a request without an answer
+    concurrent_copies: int = 0  # runs whose copies two processes delivered at once
     lines_checked: int = 0  # console lines (tests/chaos/extras.py)
     rows_checked: int = 0  # histogram rows
     files_checked: int = 0  # images and artifacts
@@ -111,6 +118,10 @@ class PushOutcome:
     # items that only attach to a run whose creating journal was not delivered yet: a daemon
     # may hold them until it is (then the push exits 1 and they are pushed again later)
     waiting: tuple[str, ...] = ()
+    # journals whose own daemon ran while this push delivered copies of them: two processes
+    # delivering copies of one journal at once may both send a record (docs/delivery.md)
+    concurrent: set[str] = field(default_factory=set)
+    seconds: float = 0.0  # how long it ran
 
 
 @dataclass

@@ -38,7 +38,7 @@ ROOT = HERE.parents[1]
 WRITER_PHASE_S = 90.0  # writers still alive after this are hung: killed and counted
 DISPLAY_WAIT_S = 10.0  # a resume by display id waits this long for the daemon to create the run
 TICK_S = 0.02
-PUSH_TIMEOUT = 60  # plutosync push --timeout: give up retrying transient errors after this
+PUSH_TIMEOUT = oracle.PUSH_TIMEOUT  # plutosync push --timeout
 PUSH_HUNG_S = 100.0  # a push still running after this is hung: killed and counted
 SETTLE_MAX_S = 15.0  # a "days apart" push waits at most this for earlier deliveries to drain
 RESTART_AFTER_S = 1.0  # a daemon that exited by itself is started again after this
@@ -642,14 +642,21 @@ class Runner:
             self.notes.append(f"{item}: backlog unreadable ({exc})")
             return None
 
+    def _copies_beside_daemons(self, items: tuple[str, ...]) -> set[str]:
+        """The journals copied in ``items`` whose own daemon is running now."""
+        originals = {x.journal for x in self.s.exports if x.name in items}
+        return {j for j in originals if (d := self.daemons.get(j)) is not None and d.running}
+
     def _tend_pushes(self) -> None:
         if self.push_job is not None:
             p, job, outcome = self.push_job
+            outcome.concurrent |= self._copies_beside_daemons(p.items)
             hung = not job.done and time.monotonic() - job.started > PUSH_HUNG_S
             if hung:
                 job.kill()
                 outcome.hung = True
             if job.done:
+                outcome.seconds = time.monotonic() - job.started
                 outcome.returncode = job.proc.returncode
                 outcome.output = job.output()
                 for item in p.items:
@@ -689,6 +696,7 @@ class Runner:
         outcome = oracle.PushOutcome(p.name, p.items, p.folder, p.damaged, started=True,
                                      waiting=tuple(i for i in p.items
                                                    if self._waits_for_creator(i, started)))
+        outcome.concurrent |= self._copies_beside_daemons(p.items)
         self.delivery.pushes.append(outcome)
         job = Job(["push", "--timeout", str(PUSH_TIMEOUT), *paths], {**self.daemon_env, **WIDE},
                   self.workdir / f"push-{p.name}.log")
