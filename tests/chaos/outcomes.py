@@ -62,8 +62,8 @@ class Counts:
     unrecorded: int = 0
     push_errors: int = 0
     mismatched: int = 0  # a file or histogram on the server that differs from what was logged
-    pushes_timed_out: int = 0  # pushes whose --timeout ran out under faults (not failures)
     # figures, not failures
+    pushes_timed_out: int = 0  # pushes whose --timeout ran out under faults
     points_checked: int = 0
     strings_checked: int = 0
     absorbed_duplicates: int = 0  # replays the server deduplicated (received - stored)

@@ -187,16 +187,21 @@ def test_an_eval_journal_pushed_together_with_the_training_one(tmp_path, pluto_s
     assert_training_completed(pluto_server)
 
 
-def test_a_sigkilled_writer_is_reported_failed_and_a_later_resume_still_wins(
-        tmp_path, pluto_server):
-    killed = job(tmp_path / "n1", """
-        run = pluto.init(name="spot", run_id="spot-1")
+def _killed_job(where, run_id: str) -> None:
+    """A job that logs 20 points of ``x``, flushes them and is SIGKILLed."""
+    killed = job(where, f"""
+        run = pluto.init(name="spot", run_id={run_id!r})
         for i in range(20):
-            run.log({"x": float(i)}, step=i)
+            run.log({{"x": float(i)}}, step=i)
         run.flush()
         os.kill(os.getpid(), 9)
     """)
     assert killed.wait(30) == -9
+
+
+def test_a_sigkilled_writer_is_reported_failed_and_a_later_resume_still_wins(
+        tmp_path, pluto_server):
+    _killed_job(tmp_path / "n1", "spot-1")
     p = push(pluto_server, tmp_path / "p1", tmp_path / "n1")
     assert p.proc.returncode == 0, p.log()
     run = the_run(pluto_server)
@@ -211,14 +216,7 @@ def test_a_kill_reported_before_a_resume_in_the_same_journal_is_not_reported_aga
     """Chaos seed 1147: a trainer SIGKILLed, then a job resuming its run in the same journal
     that close()s: the kill was journaled (FAILED killed) before the resume, and again after
     it at the run's last event time, so the run ended FAILED instead of open."""
-    killed = job(tmp_path / "n1", """
-        run = pluto.init(name="spot", run_id="spot-3")
-        for i in range(20):
-            run.log({"x": float(i)}, step=i)
-        run.flush()
-        os.kill(os.getpid(), 9)
-    """)
-    assert killed.wait(30) == -9
+    _killed_job(tmp_path / "n1", "spot-3")
     assert finished(job(tmp_path / "n1", """
         run = pluto.init(name="spot", run_id="spot-3", resume=True)
         run.log({"x": 20.0}, step=20)
