@@ -111,8 +111,12 @@ def expected_run(writers: list[Writer], reports: dict[str, list[dict]],
         if w.role in ("trainer", "fork"):
             configs, tags = [init["config"]], [sorted(init["tags"])]
         # A resumer reopens the run (RUNNING). An eval's resume is journaled while its trainer
-        # is still running (the runner sees to it), so it changes nothing.
-        states = {"RUNNING"} if w.role == "resume" else states
+        # is still running, so it changes nothing; unless the trainer was killed before it
+        # (a kill soon after init: seed 1016), when it reopens the run as any resume does.
+        host = launches.get(w.after or "", Launch()) if w.role == "eval" else Launch()
+        late = host.signalled_at is not None and host.signalled_at < init.get("t", 0.0)
+        if w.role == "resume" or late:
+            states = {"RUNNING"}
         steps = [x["step"] for x in lines if x["op"] == "log"]
         for s in steps:
             for n in w.names:

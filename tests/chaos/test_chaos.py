@@ -202,6 +202,21 @@ def test_expected_state_of_a_kill_after_an_announced_change() -> None:
     assert set(exp["required"]) == {("m", 0)} and exp["allowed"] == {("m", 1)}
 
 
+def test_expected_state_of_an_eval_attaching_after_its_trainer_was_killed() -> None:
+    t0 = [{"op": "init", "t": 1.0, "step": 0, "config": {}, "tags": []}, {"op": "log", "step": 0}]
+    e0 = [{"op": "init", "t": 5.0, "step": 1, "config": {}, "tags": []},
+          {"op": "end", "t": 6.0, "how": "close"}]
+    eval_ = replace(_w("e0", "eval", "close"), after="t0")
+    for killed_at, states in ((3.0, {"RUNNING"}), (8.0, {"FAILED"})):
+        launches = {"t0": oracle.Launch(started=True, signalled="sigkill",
+                                        signalled_at=killed_at),
+                    "e0": oracle.Launch(started=True)}
+        exp = oracle.expected_run([_w("t0", "trainer", "sigkill"), eval_],
+                                  {"t0": t0, "e0": e0}, launches)
+        # killed before the eval's init: its resume reopened the run (seed 1016)
+        assert exp["states"] == states, killed_at
+
+
 def test_expected_state_follows_severity_and_resumes() -> None:
     t0 = [{"op": "init", "step": 0, "config": {}, "tags": []}, {"op": "end", "how": "fail"}]
     s0 = [{"op": "init", "step": 5, "config": {}, "tags": []}, {"op": "end", "how": "close"}]
