@@ -63,7 +63,8 @@ def test_new_run_gets_an_unguessable_run_id_and_create_event(jdir, monkeypatch):
     payload = create.data()
     system, logger = payload.pop("system"), payload.pop("logger")  # issue 10: host facts
     assert payload == {"name": "n", "config": {"a": [1, 2], "3": "x"}, "tags": ["t1"],
-                       "settings": {"k": 1}, "fork": None, "resume": False, "chosen": False}
+                       "settings": {"k": 1}, "fork": None, "resume": False, "resume_asked": False,
+                       "chosen": False}
     assert system["process"]["pid"] > 0 and logger["k"] == 1
     row = journal.find_run(journal.Journal.open(jdir), project="p", run_id=run.run_id)
     assert row.created_at == create.time

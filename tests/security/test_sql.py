@@ -44,7 +44,7 @@ REVIEWED = {
         "constant template, int()",
     ("pluto_offline/journal/store.py", "sql"): "constant SELECT + constant WHERE fragments",
     ("pluto_offline/journal/store.py", "PRAGMA busy_timeout={BUSY_TIMEOUT_MS}"): "a constant",
-    ("pluto_offline/journal/store.py", "statement"): "the constant schema, split on ';'",
+    ("pluto_offline/journal/schema.py", "statement"): "the constant schema, split on ';'",
     ("pluto_offline/run.py", "sql"): "a constant",
     ("syncd/server/db.py", "SCHEMA"): "a constant",
     ("syncd/server/db.py", "sql"): "the caller's constant SQL, with params",
