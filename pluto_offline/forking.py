@@ -196,10 +196,13 @@ def attach(run: Run) -> None:
                 add_writer(j, run._key, writer_id, os.getpid(), os.uname().nodename)
                 # names the parent registered may not be folded yet: register them again
                 # (idempotent), before any record of this writer uses them
-                for kind, names in (("METRIC", run._metric_names), ("DATA", run._data_names)):
+                by_type: dict[str, list[str]] = {"METRIC": sorted(run._metric_names)}
+                for name, log_type in sorted(run._data_types.items()):
+                    by_type.setdefault(log_type, []).append(name)
+                for kind, names in by_type.items():
                     if names:
                         append_event(j, run._key, "lognames", time=run._clock_ms(),
-                                     payload={"type": kind, "names": sorted(names)})
+                                     payload={"type": kind, "names": names})
         except BaseException:
             spill.close(unlink=True)
             j.close()

@@ -285,3 +285,31 @@ def test_a_fork_waits_for_a_transaction_of_another_thread_so_the_child_can_write
     assert "cannot open a writer" not in r.stderr, r.stderr
     child = [x for x in metric_lines(jdir) if "child" in x["data"]]
     assert [x["step"] for x in child] == [0, 1, 2, 3, 4]
+
+
+HISTOGRAM_THEN_FORK = """
+import os, sys
+import pluto_offline as pluto
+
+run = pluto.init(dir=sys.argv[1], project="proj", run_id="hist-fork")
+run.log({"h": pluto.Histogram([1, 2, 2, 3], bins=3), "note": "text"}, step=0)
+pid = os.fork()
+if pid == 0:
+    pluto.log({"child": 1.0}, step=0)
+    run.flush()
+    os._exit(0)
+os.waitpid(pid, 0)
+run.finish()
+"""
+
+
+def test_a_forked_child_registers_the_parents_names_under_their_own_types(jdir):
+    """The child registers the parent's names again (they may not be folded yet): a histogram
+    went as DATA, and the server keeps a name's first type (chaos seed 1060)."""
+    r = run_child(HISTOGRAM_THEN_FORK, str(jdir))
+    assert r.returncode == 0, r.stderr
+    types: dict[str, set[str]] = {}
+    for e in events(jdir, "lognames"):
+        for name in e.data()["names"]:
+            types.setdefault(name, set()).add(e.data()["type"])
+    assert types == {"h": {"HISTOGRAM"}, "note": {"DATA"}, "child": {"METRIC"}}
