@@ -5,8 +5,10 @@ Delivery`; a mixin so that the per-event dispatch stays in one small place.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from pluto_offline import journal
@@ -98,17 +100,19 @@ class Opening:
         tags = list(p.get("tags") or []) if "tags" in body else []
         # Acked only with the create: after a crash in between, all is sent again.
         more = shared.create_marks(self.j, row, tags, ev.time) if fresh else {}
-        try:
-            if config and not isinstance(config, dict):  # the server says why not
-                self.client.update_config(sid, json.dumps(config))
-            elif config or more:
-                shared.send_config(self.client, self.j, row, sid, config or {}, ev.time,
-                                   fresh=fresh, more=more)
-        except RejectedError as exc:
-            self._part_refused(ctx, ev, "config", exc)
+        with self._noted_if_unanswered(row, "config"):
+            try:
+                if config and not isinstance(config, dict):  # the server says why not
+                    self.client.update_config(sid, json.dumps(config))
+                elif config or more:
+                    shared.send_config(self.client, self.j, row, sid, config or {}, ev.time,
+                                       fresh=fresh, more=more)
+            except RejectedError as exc:
+                self._part_refused(ctx, ev, "config", exc)
         if not fresh:
-            shared.create_found_run(self.client, self.j, row, sid, list(p.get("tags") or []),
-                                    ev.time)
+            with self._noted_if_unanswered(row, "tags"):
+                shared.create_found_run(self.client, self.j, row, sid,
+                                        list(p.get("tags") or []), ev.time)
         how = "re-attached" if answer.get("resumed") and not replay else "created"
         self._opened(ctx, ev, answer, how, fresh=fresh)
 
@@ -180,14 +184,30 @@ class Opening:
         p = ev.data() or {}
         if p.get("config"):
             try:
-                if isinstance(p["config"], dict):
-                    shared.send_config(self.client, self.j, row, int(answer["runId"]),
-                                       p["config"], ev.time)
-                else:  # the server says why not
-                    self.client.update_config(int(answer["runId"]), json.dumps(p["config"]))
+                with self._noted_if_unanswered(row, "config"):
+                    self._attach_config(row, answer, p, ev)
             except RejectedError as exc:
                 self._part_refused(ctx, ev, "config", exc)
         self._opened(ctx, ev, answer, "attached to")
+
+    def _attach_config(self, row: journal.RunRow, answer: dict[str, Any], p: dict[str, Any],
+                       ev: journal.Event) -> None:
+        if isinstance(p["config"], dict):
+            shared.send_config(self.client, self.j, row, int(answer["runId"]), p["config"],
+                               ev.time)
+        else:  # the server says why not
+            self.client.update_config(int(answer["runId"]), json.dumps(p["config"]))
+
+    @contextlib.contextmanager
+    def _noted_if_unanswered(self, row: journal.RunRow, kind: str) -> Iterator[None]:
+        """A config or tags update sent with a create or an attach that gets no answer may land
+        late, after the run's later updates: note it, so the final state is sent again."""
+        try:
+            yield
+        except TransientError as exc:
+            if exc.unanswered:
+                self.r.ambiguous(row.key, kind)
+            raise
 
     def _ours_to_join(self, row: journal.RunRow, answer: dict[str, Any]) -> bool:
         """Whether the existing server run is this journal's to join although it did not ask

@@ -42,6 +42,21 @@ def test_stalled_update_does_not_overwrite_a_later_one(pluto_server: LocalServer
     assert user_config(server_run["config"]) == {"lr": 2}
 
 
+def test_a_stalled_config_of_the_create_does_not_overwrite_a_later_one(
+        pluto_server: LocalServer, tmp_path: Path) -> None:
+    """Seed 1133: the config that follows a create (its init config) was held past the
+    timeout and landed after the next update; only event updates were noted for a re-assert."""
+    run = pluto_offline.init(dir=tmp_path, project="stall-i", name="s", run_id="stall-i0",
+                             config={"model": {"depth": 4}}, settings={"autostart": False})
+    run.update_config({"model": {"depth": 8}})
+    run.finish()
+    pluto_server.fault("stall", path="/api/runs/config/update", count=1, seconds=TIMEOUT + 2)
+    server_run = _drain(pluto_server, tmp_path, "stall-i")
+    assert pluto_server.faults()[0]["fired"] == 1
+    assert user_config(server_run["config"]) == {"model": {"depth": 8}}
+    assert "a config request got no answer" in (tmp_path / "daemon.log").read_text()
+
+
 def _daemon(server: LocalServer, jdir: Path) -> DaemonProc:
     """A started ``plutosync run`` on ``jdir`` with the short HTTP timeout."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PLUTO_")}
