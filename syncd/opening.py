@@ -51,6 +51,9 @@ class Opening:
             self._attach(ctx, ev)
             return
         found = self._found_while_asked(row, ev, p)  # None: create it
+        if found is None and attach and journal.only_attached(self.j, row.key):
+            self._attach(ctx, ev)  # its job close()d between the two looks (seed 1194)
+            return
         body: dict[str, Any] = {
             "runName": p.get("name") or row.name or row.run_id,
             "projectName": row.project,

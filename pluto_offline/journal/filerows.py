@@ -107,7 +107,9 @@ def stage_one(j: Journal, file_id: int, source: dict) -> None:
 
 def ingest_orphans(j: Journal, live: set[str]) -> int:
     """Journal the incoming files of dead writers that their fold never journaled (SIGKILL
-    between ``log()`` and the next fold); torn ones (killed inside ``log()``) are deleted."""
+    between ``log()`` and the next fold); torn ones (killed inside ``log()``) are deleted, and
+    so are ones already staged whose stager ended before it could delete them (a stager
+    started by the last fold at interpreter exit is not waited for)."""
     inc = staged.incoming_dir(j.dir)
     try:
         names = sorted(os.listdir(inc))
@@ -118,12 +120,14 @@ def ingest_orphans(j: Journal, live: set[str]) -> int:
         return 0
     writers = sorted({n.split(".", 1)[0] for n in orphans})
     marks = ",".join("?" * len(writers))
-    known = {r[0] for r in j.conn.execute(
-        f"SELECT json_extract(source, '$.incoming') FROM files WHERE writer IN ({marks})",
-        writers)}
+    known = {name: bool(done) for name, done in j.conn.execute(
+        f"SELECT json_extract(source, '$.incoming'), blob IS NOT NULL OR lost IS NOT NULL "
+        f"FROM files WHERE writer IN ({marks})", writers)}
     rows = []
     for name in orphans:
         if name in known:
+            if known[name]:  # staged (or lost) by a stager the writer's exit cut short
+                (inc / name).unlink(missing_ok=True)
             continue
         got = staged.read_incoming(inc / name)
         if got is None:

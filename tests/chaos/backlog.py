@@ -30,7 +30,10 @@ def journal_backlog(journal_dir: Path) -> dict[str, Any]:
         lost_files = [(keys.get(f["run"], str(f["run"])), f["file_name"], f["reason"])
                       for f in filerows.lost_files(j)]
         inbox = staged.incoming_dir(j.dir)
-        incoming = sum(p.is_file() for p in inbox.glob("*")) if inbox.is_dir() else 0
+        journaled = {n for (n,) in j.conn.execute(
+            "SELECT json_extract(source, '$.incoming') FROM files")} if files else set()
+        incoming = sum(p.is_file() and p.name not in journaled
+                       for p in inbox.glob("*.in")) if inbox.is_dir() else 0
         for row in J.all_runs(j):
             n = history.resent(j, row.key)
             if n:

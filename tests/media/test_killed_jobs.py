@@ -125,3 +125,21 @@ def test_staged_files_are_owner_only(tmp_path):
     blobs = [p for p in files.iterdir() if p.is_file()]
     assert blobs and all(p.stat().st_mode & 0o777 == 0o600 for p in blobs)
     assert np.frombuffer(blobs[0].read_bytes(), dtype=np.uint8).tobytes() == b"lr: 0.1\n"
+
+
+def test_an_incoming_file_left_by_a_cut_short_stager_is_removed(tmp_path):
+    """A stager started by the last fold at interpreter exit is not waited for: it can stage a
+    file and die before deleting its incoming copy (chaos seed 1193). Recovery deletes such a
+    copy of a dead writer; it journals nothing twice."""
+    src, jdir = _source_job(tmp_path, "leftover")
+    with journal.Journal.open(jdir) as j:
+        journal.recover(j)  # journaled and staged, its incoming file deleted
+        [(name, staged_)] = j.conn.execute(
+            "SELECT json_extract(source, '$.incoming'), blob IS NOT NULL FROM files").fetchall()
+        assert staged_
+        left = jdir / "files" / "incoming" / name
+        assert not left.exists()
+        left.write_bytes(b"as the cut-short stager left it")
+        journal.recover(j)
+        assert not left.exists()
+        assert j.conn.execute("SELECT count(*) FROM files").fetchone()[0] == 1
