@@ -41,7 +41,11 @@ class Opening:
         row = ctx.row
         if ctx.server_id is not None:
             # opened already (an earlier try stopped in the status check that follows an
-            # open, or a duplicate event): only that check is left to do
+            # open, or a duplicate event): only that check is left to do. That try's RUNNING
+            # mark may still be on its way (its process killed while the server held it) and
+            # land after the run's end: the final status is sent again later (seed 1051)
+            if row.reassert is None:
+                self.r.ambiguous(row.key, "status", "create")
             self._opened(ctx, ev, {"runId": ctx.server_id, "displayId": row.display_id,
                                    "number": row.number, "url": row.url}, "created")
             return

@@ -120,6 +120,24 @@ def test_stalled_resume_does_not_reopen_a_finished_run(pluto_server: LocalServer
     assert server_run["status"] == "FAILED"
 
 
+def test_a_running_mark_of_a_killed_daemon_does_not_reopen_the_run(
+        pluto_server: LocalServer, tmp_path: Path) -> None:
+    """Seed 1051: a daemon created the run, the server held its RUNNING mark, the daemon was
+    SIGKILLed; the next daemon delivered COMPLETED, then the held mark landed (RUNNING)."""
+    run = pluto_offline.init(dir=tmp_path, project="stall-m", run_id="stall-m0",
+                             settings={"autostart": False})
+    run.finish()
+    pluto_server.fault("stall", path="/api/runs/status/update", count=1, seconds=LATE)
+    first = _daemon(pluto_server, tmp_path)
+    _wait(lambda: pluto_server.faults()[0]["fired"], 30, 0.02)
+    held = time.monotonic()
+    first.kill()  # its RUNNING mark is held by the server, to be applied at LATE
+    _drain(pluto_server, tmp_path, "stall-m")
+    time.sleep(max(0.0, held + LATE + 0.5 - time.monotonic()))  # the held mark has landed
+    assert pluto_server.list_runs("stall-m")[0]["status"] == "COMPLETED"
+    assert "a create request got no answer" in (tmp_path / "daemon.log").read_text()
+
+
 def _late_create(server: LocalServer, jdir: Path, project: str) -> tuple[DaemonProc, float]:
     """A finished run whose create the server holds past the timeout and applies after the
     run's COMPLETED (reopening it). Returns the daemon, once it has drained the journal, and
