@@ -43,12 +43,15 @@ class Opening:
             # opened already (an earlier try stopped in the status check that follows an
             # open, or a duplicate event): only that check is left to do. That try's RUNNING
             # mark may still be on its way (its process killed while the server held it) and
-            # land after the run's end: the final status is sent again later (seed 1051)
-            if row.reassert is None:
+            # land after the run's end: the final status is sent again later (seed 1051).
+            # Not for this process's own earlier try: it knows how that one ended.
+            if row.key not in self.r.opened_here and row.reassert is None:
                 self.r.ambiguous(row.key, "status", "create")
+            self.r.opened_here.add(row.key)
             self._opened(ctx, ev, {"runId": ctx.server_id, "displayId": row.display_id,
                                    "number": row.number, "url": row.url}, "created")
             return
+        self.r.opened_here.add(row.key)
         p = ev.data() or {}
         attach = bool(p.get("resume"))  # init(resume=True) or PLUTO_RUN_ID: attaching intended
         if attach and journal.only_attached(self.j, row.key):
