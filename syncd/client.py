@@ -180,10 +180,13 @@ class PlutoClient:
                 _read_bounded(resp, url)
         except requests.ReadTimeout:
             raise TransientError(None, f"{_where(url)} timed out", unanswered=True) from None
+        except requests.ConnectTimeout:
+            raise TransientError(None, f"{_where(url)} timed out", never_sent=True) from None
         except requests.Timeout:
             raise TransientError(None, f"{_where(url)} timed out") from None
         except requests.RequestException as exc:
-            raise TransientError(None, f"cannot reach {_where(url)} ({_short(exc)})") from None
+            raise TransientError(None, f"cannot reach {_where(url)} ({_short(exc)})",
+                                 never_sent=_never_connected(exc)) from None
         if 300 <= resp.status_code < 400:
             where = self._scrub(resp.headers.get("Location") or "nowhere")[:200]
             raise TransientError(resp.status_code, (
@@ -397,3 +400,22 @@ def _short(exc: BaseException) -> str:
         if marker in text:
             return marker
     return type(exc).__name__
+
+
+def _never_connected(exc: BaseException) -> bool:
+    """Whether a request failed before a connection existed (so nothing reached the server):
+    urllib3 says so with NewConnectionError (refused, no route, DNS)."""
+    import urllib3.exceptions
+
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [exc]
+    while stack:
+        e = stack.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, urllib3.exceptions.NewConnectionError):
+            return True
+        stack += [a for a in getattr(e, "args", ()) if isinstance(a, BaseException)]
+        stack += [getattr(e, "reason", None), e.__cause__, e.__context__]
+    return False

@@ -28,11 +28,13 @@ class TransientError(ClientError):
     """Worth retrying: the server is unreachable, overloaded or rate limiting."""
 
     def __init__(self, code: int | None, reason: str, retry_after: float | None = None,
-                 *, unanswered: bool = False) -> None:
+                 *, unanswered: bool = False, never_sent: bool = False) -> None:
         super().__init__(code, reason)
         self.retry_after = retry_after
         # sent, then no answer in time: the server may still apply the request, late
         self.unanswered = unanswered
+        # no connection was made (refused, no route, connect timeout): nothing was applied
+        self.never_sent = never_sent
 
 
 class AuthError(ClientError):

@@ -175,10 +175,13 @@ class FileLane:
         kept = [(f, f.url) for f in files
                 if f.url and f.presigned_at and now - f.presigned_at < URL_FRESH_MS]
         kept_ids = {f.id for f, _ in kept}
-        unsure = [f for f in files if f.id not in kept_ids
+        # presigned before without an answer (by this journal, or a copy: the run's note);
+        # "unsent": its last presign never reached the server
+        unsure = [f for f in files if f.id not in kept_ids and f.state != "unsent"
                   and (f.state is not None or f.id <= sending)]
         new = [f for f in files if f.id not in kept_ids and f not in unsure]
         again: list[FileRow] = []
+        maybe: list[FileRow] = []  # no row yet, but the unanswered presign may still land
         if unsure:
             held = filewire.on_server(self.client, row.server_id, row.project,
                                       {f.log_name for f in unsure})
@@ -187,6 +190,7 @@ class FileLane:
                 found = held.get((f.log_name, f.file_name))
                 if found is None:
                     new.append(f)
+                    maybe.append(f)
                 elif filewire.stored(self.storage, found, f.size or 0):
                     done.append(f.id)
                 else:
@@ -202,14 +206,19 @@ class FileLane:
         if not to_sign:
             return kept
         filerows.set_state(j, [f.id for f in to_sign], "presigning")
-        if again:
-            filerows.set_state(j, [f.id for f in again], "presigning", resent=True)
+        if again or maybe:  # each a possible second row (seed 1199: a presign held past
+            # the timeout was applied after the one sent again)
+            filerows.set_state(j, [f.id for f in again + maybe], "presigning", resent=True)
         top = to_sign[-1].id
         if top > sending:
             filewire.note(self.client, row.server_id, filewire.FILES_SENDING,
                           ledger.copy_key(j.id, row.key), top)
         try:
             urls = filewire.presign(self.client, row.server_id, row.project, to_sign)
+        except TransientError as exc:
+            if exc.never_sent:  # no connection was made: nothing of it can land
+                filerows.set_state(j, [f.id for f in to_sign], "unsent")
+            raise
         except RejectedError as exc:
             if len(to_sign) == 1:
                 filerows.set_state(j, [to_sign[0].id], "rejected", reason=exc.describe())

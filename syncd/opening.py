@@ -159,9 +159,11 @@ class Opening:
         grace, or the grace is over); raises :class:`Hold` while waiting."""
         if not p.get("resume_asked") or journal.now_ms() - ev.time > ATTACH_GRACE_S * 1000:
             return None
+        # alive: a process that ended its writer (close, finish) but still runs counts too,
+        # until only_attached can decide (seed 1194: closed, not yet exited)
         alive = journal.live_writer_ids(self.j)
         if not any(w in alive for (w,) in self.j.conn.execute(
-                "SELECT id FROM writers WHERE run = ? AND ended_how IS NULL", (row.key,))):
+                "SELECT id FROM writers WHERE run = ?", (row.key,))):
             return None  # it ended: only_attached decided (it finished, or was killed)
         try:
             answer = self._opening(row, "resume", self.client.resume_run,

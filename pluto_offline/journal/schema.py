@@ -102,7 +102,7 @@ CREATE TABLE IF NOT EXISTS files (
 CREATE INDEX IF NOT EXISTS files_run ON files (run, id);
 CREATE TABLE IF NOT EXISTS file_delivery (
     id           INTEGER PRIMARY KEY REFERENCES files(id),
-    state        TEXT NOT NULL,     -- presigning, presigned, done, rejected
+    state        TEXT NOT NULL,     -- presigning, presigned, done, rejected, unsent
     url          TEXT,              -- the presigned PUT URL (until done)
     presigned_at INTEGER,           -- ms
     resent       INTEGER NOT NULL DEFAULT 0,  -- presigned again after an unanswered presign
