@@ -408,14 +408,14 @@ def _never_connected(exc: BaseException) -> bool:
     import urllib3.exceptions
 
     seen: set[int] = set()
-    stack: list[BaseException | None] = [exc]
+    stack: list[object] = [exc]
     while stack:
         e = stack.pop()
-        if e is None or id(e) in seen:
-            continue
+        if not isinstance(e, BaseException) or id(e) in seen:
+            continue  # (a reason may be a plain string)
         seen.add(id(e))
         if isinstance(e, urllib3.exceptions.NewConnectionError):
             return True
-        stack += [a for a in getattr(e, "args", ()) if isinstance(a, BaseException)]
-        stack += [getattr(e, "reason", None), e.__cause__, e.__context__]
+        stack += [*getattr(e, "args", ()), getattr(e, "reason", None), e.__cause__,
+                  e.__context__]
     return False
