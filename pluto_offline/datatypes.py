@@ -185,10 +185,11 @@ def _histogram(values: list, bins: int) -> tuple[list[int], list[float]]:
     return counts, [lo + i * width for i in range(bins)] + [hi]
 
 
-def entry(key: str, value: Any, known: set[str]) -> tuple[str, str, str, str | None] | str | None:
+def entry(key: str, value: Any,
+          known: dict[str, str]) -> tuple[str, str, str, str | None] | str | None:
     """For ``log()``: ``(name, dataType, JSON text, logType if the name is new else None)``
     for a structured value, a reason string when it must be dropped, or None when ``value``
-    is not one. A new name is added to ``known``."""
+    is not one. A new name is added to ``known`` (name -> its logType)."""
     try:
         item = as_data(value)
     except ValueError as exc:
@@ -198,5 +199,5 @@ def entry(key: str, value: Any, known: set[str]) -> tuple[str, str, str, str | N
     data_type, text, log_type = item
     if key in known:
         return key, data_type, text, None
-    known.add(key)
+    known[key] = log_type
     return key, data_type, text, log_type

@@ -82,8 +82,7 @@ class Run(StateChanges, RunEnd, RunInfo, RunAlerts):
         self._spill = spill
         self._metric_names = metric_names  # registered METRIC names
         self._formats = spill.formats  # key tuples whose every key is one: the fast path
-        self._data_names = data_names
-        # logName types of the data names registered here (DATA, HISTOGRAM, TABLE...): a
+        # registered data names and their logName types (DATA, HISTOGRAM, TABLE...): a
         # forked child registers them again under the same types
         self._data_types: dict[str, str] = dict.fromkeys(data_names, "DATA")
         self._resumed = resumed
@@ -173,19 +172,16 @@ class Run(StateChanges, RunEnd, RunInfo, RunAlerts):
                     new_metric.append(key)
             elif kind == "data":
                 strings[key] = value
-                if key not in self._data_names:
-                    self._data_names.add(key)
+                if key not in self._data_types:
                     self._data_types[key] = "DATA"
                     new_data.append(key)
             elif (files := as_files(raw)) is not None:  # an Image, a list of them...
                 self._log_files(key, files, step, t)
-            elif (item := datatypes.entry(key, raw, self._data_names)) is not None:
+            elif (item := datatypes.entry(key, raw, self._data_types)) is not None:
                 if isinstance(item, str):
                     self._warn_once(("drop", key), f"log(): {key!r} dropped: {item}")
                 else:
                     structured.append(item)
-                    if item[3] is not None:  # a new name, and its logName type
-                        self._data_types[item[0]] = item[3]
             else:
                 self._warn_once(("drop", key), f"log(): {key!r} dropped: {value} "
                                 "(further values of this key are dropped without a warning)")
