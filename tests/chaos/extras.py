@@ -102,9 +102,10 @@ def record(pluto: Any, spec: dict, index: int, step: int, data: dict[str, Any]) 
 
 # ------------------------------------------------------------------ the oracle's side
 def expected(writers: list[Any], reports: dict[str, list[dict]],
-             cut: set[str]) -> dict[str, dict[Any, Any]]:
+             cut: dict[str, int]) -> dict[str, dict[Any, Any]]:
     """Per kind, the records required (their step was reported) and allowed (the step after,
-    for a writer signalled between its log() and the report: ``cut``)."""
+    for a writer signalled between its log() and the report: ``cut`` maps its name to its
+    first explicit step, which for an allocation is where the previous one stopped)."""
     req: dict[str, dict[Any, Any]] = {k: {} for k in KINDS}
     allowed: dict[str, dict[Any, Any]] = {k: {} for k in KINDS}
     for w in writers:
@@ -115,7 +116,7 @@ def expected(writers: list[Any], reports: dict[str, list[dict]],
         if w.name in cut and len(steps) < w.steps:
             init = next((x for x in reports.get(w.name, []) if x["op"] == "init"), None)
             if init is not None:
-                nxt = (w.first_step + len(steps)) if w.explicit_steps else \
+                nxt = (cut[w.name] + len(steps)) if w.explicit_steps else \
                     (steps[-1] if steps else init["step"]) + 1
                 plan.append((len(steps), nxt, allowed))
         for i, s, into in plan:

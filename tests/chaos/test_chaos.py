@@ -429,3 +429,25 @@ def test_expected_status_is_the_latest_by_time_across_journals() -> None:
                                    exited_at=11.2, first_step=1)
     exp = oracle.expected_multi(s, "plant-shared", reports, launches)
     assert exp["states"] == {"FAILED", "RUNNING"}
+
+
+def test_a_cut_allocation_may_have_printed_the_line_of_its_next_step() -> None:
+    """An allocation continues where the previous one stopped (its launch's first step, not
+    the schedule's): signalled between print() and the report, its next step's console line
+    is allowed, and a line past it is still a phantom (seed 1064)."""
+    from tests.chaos import checks, extras
+
+    a0 = _alloc("a0", "j0", "sigterm", False, extras=("print",))
+    a1 = _alloc("a1", "j1", "sigterm", True, "a0", extras=("print",))
+    init = {"step": 0, "config": {}, "tags": []}
+    reports = {"a0": _lines(("init", 1.0, init), ("log", 1.1, {"step": 0})),
+               "a1": _lines(("init", 2.0, init), ("log", 2.1, {"step": 120}),
+                            ("log", 2.2, {"step": 121}))}
+    launches = {"a0": oracle.Launch(started=True, signalled="sigterm"),
+                "a1": oracle.Launch(started=True, signalled="sigterm", first_step=120)}
+    exp = extras.expected([a0, a1], reports, checks.cut_writers([a0, a1], launches))
+    assert set(exp["required"]["print"]) == {extras.line("a0", 0), extras.line("a1", 120)}
+    assert set(exp["allowed"]["print"]) == {extras.line("a1", 122)}  # index 2 prints; a0's 1 not
+    launches["a1"] = oracle.Launch(started=True, first_step=120)  # not signalled: nothing more
+    exp = extras.expected([a0, a1], reports, checks.cut_writers([a0, a1], launches))
+    assert set(exp["allowed"]["print"]) == set()
