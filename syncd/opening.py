@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from pluto_offline import journal
 from syncd import finalstate, runstate, shared
-from syncd.client import PlutoClient, RejectedError, TransientError
+from syncd.client import ClientError, PlutoClient, RejectedError, TransientError
 from syncd.cursor import Hold, RunCtx
 
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ class Opening:
             self._opened(ctx, ev, {"runId": ctx.server_id, "displayId": row.display_id,
                                    "number": row.number, "url": row.url}, "created")
             return
-        self.r.opened_here.add(row.key)
+        replay = self._sent_before(row, ev, "create")
         p = ev.data() or {}
         attach = bool(p.get("resume"))  # init(resume=True) or PLUTO_RUN_ID: attaching intended
         if attach and journal.only_attached(self.j, row.key):
@@ -86,9 +86,6 @@ class Opening:
         try:
             if p.get("fork"):
                 body.update(self._fork_fields(ctx, ev, p["fork"]))
-            # Marked before sending: after a crash, resumed=true is then our own create.
-            replay = journal.sent_seq(self.j, row.key) >= ev.seq
-            journal.mark_sent(self.j, row.key, ev.seq)
             answer = found or self._create_run(row, ev, body)
         except RejectedError as exc:
             self._open_refused(ctx, ev, exc)
@@ -123,7 +120,7 @@ class Opening:
             with self._noted_if_unanswered(row, "tags"):
                 shared.create_found_run(self.client, self.j, row, sid,
                                         list(p.get("tags") or []), ev.time)
-        how = "re-attached" if answer.get("resumed") and not replay else "created"
+        how = "re-attached" if answer.get("resumed") and (attach or not replay) else "created"
         self._opened(ctx, ev, answer, how, fresh=fresh)
 
     def _create_run(self, row: journal.RunRow, ev: journal.Event,
@@ -132,14 +129,14 @@ class Opening:
         parts (tags, settings, fork link), recording them as refused: the run and its data
         are worth more than the parts the server would not take."""
         try:
-            return self._opening(row, "create", self.client.create_run, body)
+            return self._opening(row, ev, "create", self.client.create_run, body)
         except RejectedError as exc:
             parts = {part: keys for part, keys in _OPTIONAL_PARTS.items()
                      if any(k in body for k in keys)}
             if not parts or exc.code is None:
                 raise
             dropped = {k for keys in parts.values() for k in keys}
-            answer = self._opening(row, "create", self.client.create_run,
+            answer = self._opening(row, ev, "create", self.client.create_run,
                                    {k: v for k, v in body.items() if k not in dropped})
             what = ", ".join(parts)
             journal.reject_part(self.j, ev, ",".join(parts), code=exc.code, reason=(
@@ -166,7 +163,7 @@ class Opening:
                 "SELECT id FROM writers WHERE run = ?", (row.key,))):
             return None  # it ended: only_attached decided (it finished, or was killed)
         try:
-            answer = self._opening(row, "resume", self.client.resume_run,
+            answer = self._opening(row, ev, "resume", self.client.resume_run,
                                    {"externalId": row.run_id, "projectName": row.project})
         except RejectedError as exc:
             if exc.code != 404:
@@ -184,7 +181,7 @@ class Opening:
         row = ctx.row
         body = {"externalId": row.run_id, "projectName": row.project}
         try:
-            answer = self._opening(row, "resume", self.client.resume_run, body)
+            answer = self._opening(row, ev, "resume", self.client.resume_run, body)
         except RejectedError as exc:
             if exc.code != 404:
                 self._open_refused(ctx, ev, exc)
@@ -252,13 +249,14 @@ class Opening:
             body = {"displayId": row.run_id}  # as the stock client: the server finds it
         else:
             body = {"externalId": row.run_id, "projectName": row.project}
+        self._sent_before(row, ev, "resume")
         try:
             try:
-                answer = self._opening(row, "resume", self.client.resume_run, body)
+                answer = self._opening(row, ev, "resume", self.client.resume_run, body)
             except RejectedError as exc:
                 if exc.code != 409 or "displayId" not in body:
                     raise
-                answer = self._opening(row, "resume", self.client.resume_run,
+                answer = self._opening(row, ev, "resume", self.client.resume_run,
                                        {**body, "projectName": row.project})
         except RejectedError as exc:
             if ctx.server_id is None:
@@ -268,15 +266,36 @@ class Opening:
             return
         self._opened(ctx, ev, answer, "resumed")
 
-    def _opening(self, row: journal.RunRow, request: str, send: Any,
+    def _sent_before(self, row: journal.RunRow, ev: journal.Event, request: str) -> bool:
+        """Whether an open (a create or resume: each sets RUNNING) of ``ev`` was sent before,
+        by this process or an earlier one, with no answer saying it was not applied. One an
+        earlier process sent may still be held by the server, that process killed before the
+        answer came, and land after the run's end: the final status is then sent again later
+        (seed 1112)."""
+        earlier = journal.sent_seq(self.j, row.key) >= ev.seq
+        if earlier and row.key not in self.r.opened_here:
+            self.r.ambiguous(row.key, "status", request)
+        self.r.opened_here.add(row.key)
+        return earlier
+
+    def _opening(self, row: journal.RunRow, ev: journal.Event, request: str, send: Any,
                  body: dict[str, Any]) -> dict[str, Any]:
-        """Send a create or resume. Either sets the run RUNNING on the server; one left
-        unanswered may land late, after the run's terminal status, and reopen it."""
+        """Send a create or resume of ``ev``. Either sets the run RUNNING on the server; one
+        left unanswered may land late, after the run's terminal status, and reopen it.
+
+        Marked sent before it goes out (after a crash, a create answered ``resumed: true``
+        is then our own, and an open whose outcome no process kept is known: see
+        :meth:`_sent_before`); unmarked when it fails with an answer (a refusal, an error
+        page, a reset after the server applied it: nothing of it is still on its way)."""
+        before = journal.sent_seq(self.j, row.key)
+        journal.mark_sent(self.j, row.key, ev.seq)
         try:
             return send(body)
-        except TransientError as exc:
-            if exc.unanswered:
+        except ClientError as exc:  # an answer, or none (a timeout): then it may still land
+            if isinstance(exc, TransientError) and exc.unanswered:
                 self.r.ambiguous(row.key, "status", request)
+            else:
+                journal.unmark_sent(self.j, row.key, ev.seq, before)
             raise
 
     def _opened(self, ctx: RunCtx, ev: journal.Event, answer: dict, how: str,

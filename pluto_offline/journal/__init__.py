@@ -43,6 +43,7 @@ from pluto_offline.journal.delivery import (  # noqa: F401
     sent_seq,
     server_fields,
     set_reassert,
+    unmark_sent,
     unreject,
     writers,
 )

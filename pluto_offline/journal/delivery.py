@@ -210,6 +210,14 @@ def mark_sent(j: Journal, run: int, seq: int) -> None:
         )
 
 
+def unmark_sent(j: Journal, run: int, seq: int, before: int) -> None:
+    """Undo :func:`mark_sent` of ``seq`` (back to ``before``): the server answered that it
+    applied nothing of that request (a refusal, an error page), so it cannot land later."""
+    with j.transaction():
+        j.conn.execute("UPDATE delivery SET sent_seq = ? WHERE run = ? AND sent_seq = ?",
+                       (before, run, seq))
+
+
 def sent_seq(j: Journal, run: int) -> int:
     row = j.conn.execute("SELECT sent_seq FROM delivery WHERE run = ?", (run,)).fetchone()
     return row[0] if row else 0

@@ -138,6 +138,50 @@ def test_a_running_mark_of_a_killed_daemon_does_not_reopen_the_run(
     assert "a create request got no answer" in (tmp_path / "daemon.log").read_text()
 
 
+def test_a_create_of_a_killed_daemon_does_not_reopen_the_run(
+        pluto_server: LocalServer, tmp_path: Path) -> None:
+    """Seed 1112: the server held a daemon's create, the daemon was SIGKILLed before any
+    answer was kept; the next daemon created the run and delivered its FAILED, then the held
+    create landed and reopened it (RUNNING). Only an open whose server id was kept was noted."""
+    run = pluto_offline.init(dir=tmp_path, project="stall-d", run_id="stall-d0",
+                             settings={"autostart": False})
+    run.log({"x": 1.0})
+    run.finish(code=1)
+    pluto_server.fault("stall", path="/api/runs/create", count=1, seconds=LATE)
+    first = _daemon(pluto_server, tmp_path)
+    _wait(lambda: pluto_server.faults()[0]["fired"], 30, 0.02)
+    held = time.monotonic()
+    first.kill()  # its create is held by the server, to be applied at LATE
+    _drain(pluto_server, tmp_path, "stall-d")
+    time.sleep(max(0.0, held + LATE + 0.5 - time.monotonic()))  # the held create has landed
+    runs = pluto_server.list_runs("stall-d")
+    assert [r["status"] for r in runs] == ["FAILED"]
+    assert "a create request got no answer" in (tmp_path / "daemon.log").read_text()
+
+
+def test_a_resume_of_a_killed_daemon_does_not_reopen_the_run(
+        pluto_server: LocalServer, tmp_path: Path) -> None:
+    """The same for a resume: the run is on the server, the job resumed it and finished; the
+    daemon that sent the resume was SIGKILLed while the server held it."""
+    first_job = pluto_offline.init(dir=tmp_path, project="stall-e", run_id="stall-e0",
+                                   settings={"autostart": False})
+    first_job.close()
+    _drain(pluto_server, tmp_path, "stall-e")
+    again = pluto_offline.init(dir=tmp_path, project="stall-e", run_id="stall-e0",
+                               resume=True, settings={"autostart": False})
+    again.log({"x": 1.0})
+    again.finish()
+    pluto_server.fault("stall", path="/api/runs/resume", count=1, seconds=LATE)
+    first = _daemon(pluto_server, tmp_path)
+    _wait(lambda: pluto_server.faults()[0]["fired"], 30, 0.02)
+    held = time.monotonic()
+    first.kill()
+    _drain(pluto_server, tmp_path, "stall-e")
+    time.sleep(max(0.0, held + LATE + 0.5 - time.monotonic()))
+    assert pluto_server.list_runs("stall-e")[0]["status"] == "COMPLETED"
+    assert "a resume request got no answer" in (tmp_path / "daemon.log").read_text()
+
+
 def _late_create(server: LocalServer, jdir: Path, project: str) -> tuple[DaemonProc, float]:
     """A finished run whose create the server holds past the timeout and applies after the
     run's COMPLETED (reopening it). Returns the daemon, once it has drained the journal, and
