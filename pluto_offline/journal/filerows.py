@@ -22,6 +22,7 @@ from pathlib import Path
 
 from pluto_offline.journal import encoders, staged
 from pluto_offline.journal.store import Journal
+from pluto_offline.journal.writes import append_event
 
 log = logging.getLogger("pluto_offline")
 STALE_TMP_S = 3600.0  # a half-written blob this old lost its stager
@@ -136,8 +137,29 @@ def ingest_orphans(j: Journal, live: set[str]) -> int:
         rows.append(staged.row_values(got[0], name))
     if rows:
         with j.transaction():
+            _register_names(j, rows)
             staged.insert_rows(j, rows)
     return len(rows)
+
+
+def _register_names(j: Journal, rows: list[dict]) -> None:
+    """Journal a ``lognames`` event for each orphan's log name its run has not registered
+    with that type: the writer's fold would have (MediaLog.fold), and the server lists a file
+    under a log name only once the name is registered with its type (IMAGE, ARTIFACT...)."""
+    new: dict[tuple[int, str], dict[str, int]] = {}  # (run, type) -> name -> first time
+    for r in rows:
+        new.setdefault((r["run"], r["kind"]), {}).setdefault(r["log_name"], r["time"])
+    for (run, kind), names in sorted(new.items()):
+        known: set[str] = set()
+        for (payload,) in j.conn.execute(
+                "SELECT payload FROM events WHERE run = ? AND kind = 'lognames'", (run,)):
+            p = json.loads(payload)
+            if p.get("type") == kind:
+                known.update(p.get("names") or ())
+        missing = [n for n in names if n not in known]
+        if missing:
+            append_event(j, run, "lognames", payload={"type": kind, "names": missing},
+                         time=min(names[n] for n in missing))
 
 
 def recover(j: Journal, live: set[str]) -> int:

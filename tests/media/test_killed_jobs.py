@@ -79,6 +79,11 @@ def test_a_killed_jobs_unchanged_source_is_still_delivered(tmp_path, pluto_serve
     finally:
         client.close()
     assert got.read_bytes() == b"lr: 0.1\n"
+    # journaled by recovery, not by the killed writer's fold: its log name is still registered
+    # with its type, or the UI does not list the file (chaos seed 1165)
+    names = pluto_server.get_run(server_id(jdir, "unchanged"))["logNames"]
+    assert {"logName": "conf", "logType": "FILE"} in [
+        {k: n[k] for k in ("logName", "logType")} for n in names]
 
 
 def test_a_source_deleted_before_staging_is_reported_lost(tmp_path, pluto_server):
