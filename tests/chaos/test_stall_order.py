@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pluto_offline
 from tests.chaos.oracle import journal_backlog
-from tests.chaos.runner import DaemonProc
+from tests.chaos.procs import DaemonProc
 from tests.fixtures.server import LocalServer, user_config
 
 TIMEOUT = 1.0  # the daemon's HTTP timeout here (PLUTOSYNC_TIMEOUT)
