@@ -28,19 +28,20 @@ def server_run(server, jdir) -> tuple[dict, list[int]]:
     return server.get_run(row.server_id), steps
 
 
-def job_with_daemon(server, jdir, code: str, **env: str) -> str:
-    """Run the job beside a live daemon; kill the daemon as soon as the job has exited."""
+def job_with_daemon(server, jdir, code: str, **env: str) -> tuple[str, str]:
+    """Run the job beside a live daemon; kill the daemon as soon as the job has exited.
+    Returns the job's ``(stdout, stderr)``."""
     with DaemonProcess(server, jdir) as daemon:
         proc = start_job(code, jdir, **env)
         wait_for(lambda: (status_row(jdir) or {}).get("daemon_pid"), what="the daemon's lock")
         open_gate(jdir, "locked")
-        _, err = ended(proc)
+        out, err = ended(proc)
         daemon.kill()
-    return err
+    return out, err
 
 
 def test_finish_with_a_timeout_returns_once_the_run_is_on_the_server(jdir, pluto_server):
-    err = job_with_daemon(pluto_server, jdir, JOB + "run.finish(timeout=30)\n")
+    _, err = job_with_daemon(pluto_server, jdir, JOB + "run.finish(timeout=30)\n")
     run, steps = server_run(pluto_server, jdir)
     assert run["status"] == "COMPLETED" and steps == list(range(1, 201))
     row = status_row(jdir)
@@ -48,17 +49,18 @@ def test_finish_with_a_timeout_returns_once_the_run_is_on_the_server(jdir, pluto
 
 
 def test_the_env_var_waits_at_the_exit_of_a_script_that_cannot_be_edited(jdir, pluto_server):
-    err = job_with_daemon(pluto_server, jdir, JOB, PLUTO_OFFLINE_WAIT="30")  # no finish()
+    _, err = job_with_daemon(pluto_server, jdir, JOB, PLUTO_OFFLINE_WAIT="30")  # no finish()
     run, steps = server_run(pluto_server, jdir)
     assert run["status"] == "COMPLETED" and steps == list(range(1, 201))
     assert line(err).startswith("pluto_offline: View run ")
 
 
 def test_wait_for_every_run_of_the_process(jdir, pluto_server):
-    err = job_with_daemon(pluto_server, jdir, JOB + """
+    out, err = job_with_daemon(pluto_server, jdir, JOB + """
 run.finish()
 print("delivered:", pluto.wait(timeout=30))
 """)
+    assert out.strip().splitlines()[-1] == "delivered: True"
     run, steps = server_run(pluto_server, jdir)
     assert run["status"] == "COMPLETED" and steps == list(range(1, 201))
     assert "wait(timeout=30)" not in err  # nothing left to report
@@ -81,7 +83,7 @@ def test_without_a_daemon_nothing_is_waited_for(jdir):
 
 def test_a_timeout_that_passes_says_what_is_left(jdir, pluto_server):
     pluto_server.stop()  # the daemon cannot deliver
-    err = job_with_daemon(pluto_server, jdir, JOB + "run.finish(timeout=0.5)\n")
+    _, err = job_with_daemon(pluto_server, jdir, JOB + "run.finish(timeout=0.5)\n")
     assert ("pluto_offline: finish(timeout=0.5): run ci (id ci-1): not delivered after 0.5 s; "
             "4 events left") in err, err
 
