@@ -58,3 +58,24 @@ def test_a_storage_url_refused_as_expired_is_presigned_again_and_counted(tmp_pat
     assert (c.done, c.resent) == (1, 1)  # the second presign: a second row, counted
     assert file_rows(pluto_server, sid) == 2
     assert pluto_server.get_run(sid)["status"] == "COMPLETED"
+
+
+def test_staged_bytes_deleted_from_the_journal_are_recorded_and_the_run_still_ends(
+        tmp_path, pluto_server):
+    offline_job(tmp_path / "j", "gone", {"ckpt": os.urandom(1000), "kept": b"kept bytes"})
+    from pluto_offline import journal
+    from pluto_offline.journal import staged
+
+    with journal.Journal.open(tmp_path / "j", readonly=True) as j:
+        [(sha,)] = j.conn.execute("SELECT blob FROM files WHERE log_name = 'ckpt'").fetchall()
+    staged.blob_path(tmp_path / "j", sha).unlink()  # a cleaner, a careless rm
+    drain(pluto_server, tmp_path / "j")
+    sid = server_id(tmp_path / "j", "gone")
+    assert pluto_server.get_run(sid)["status"] == "COMPLETED"
+    assert bytes_on_server(pluto_server, sid, "kept", tmp_path) == b"kept bytes"
+    c = counts(tmp_path / "j")[1]
+    assert (c.done, c.rejected) == (1, 1)
+    with journal.Journal.open(tmp_path / "j", readonly=True) as j:
+        [(reason,)] = j.conn.execute("SELECT reason FROM file_delivery WHERE state = 'rejected'"
+                                     ).fetchall()
+    assert reason == "its staged bytes are missing from the journal"
