@@ -66,8 +66,16 @@ def prune(j: journal.Journal, older_than_s: float) -> None:
     except journal.JournalError as exc:
         log.warning("retention: could not prune the journal: %s", exc)
         return
+    done = []
     if result.events:
-        log.info("retention: pruned %d delivered events of %d runs", result.events, result.runs)
+        done.append(f"{result.events} delivered events of {result.runs} runs")
+    if result.files:
+        from rich.filesize import decimal
+
+        done.append(f"the staged bytes of {result.files} delivered files "
+                    f"({decimal(result.file_bytes)})")
+    if done:
+        log.info("retention: pruned %s", " and ".join(done))
 
 
 HURRY_SIGNAL = signal.SIGUSR1  # sent by `plutosync push` to the daemon holding the journal
