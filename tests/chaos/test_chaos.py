@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -132,7 +133,7 @@ def _delete_extras(ctx: Ctx) -> None:
 
 def _tamper_extras(ctx: Ctx) -> None:
     """After the drain: a histogram row sent twice, one at a step never logged, one again with
-    other counts; a console line twice."""
+    other counts; a console line twice; an image presigned twice, another's bytes replaced."""
     s = ctx.server
     run = next(r for r in s.list_runs(ctx.schedule.project) if r["externalId"] == "extras-r0")
     data = s.request("GET", "/api/runs/data", params={
@@ -148,6 +149,23 @@ def _tamper_extras(ctx: Ctx) -> None:
     again = {"time": 1, "message": line["message"], "lineNumber": line["lineNumber"],
              "logType": line["logType"]}
     assert s.ingest("logs", run["id"], ctx.schedule.project, [again]).ok
+    # an image presigned twice (a second row, the same object), another's bytes replaced
+    project = ctx.schedule.project
+    files = s.request("GET", "/api/runs/files", params={
+        "runId": run["id"], "projectName": project}).json()["files"]
+    images = sorted((f for f in files if f["logName"].startswith("samples/")),
+                    key=lambda f: f["caption"])
+    twice_f = images[0]
+    assert s.request("POST", "/files", json={"files": [{
+        **{k: twice_f[k] for k in ("fileName", "logName", "fileSize", "fileType", "step",
+                                   "caption")}, "time": 1, "sampleIndex": 0}]},
+        headers={"X-Run-Id": str(run["id"]), "X-Project-Name": project}).ok
+
+    def obj(f: dict) -> Path:
+        key = f"{project}/{run['id']}/{f['logName']}/{f['fileName']}"
+        return s.data_dir / "objects" / hashlib.sha256(key.encode()).hexdigest()
+
+    obj(images[1]).write_bytes(obj(images[2]).read_bytes())
 
 
 def test_oracle_counts_lost_and_duplicated_extras(tmp_path: Path) -> None:
@@ -161,8 +179,9 @@ def test_oracle_counts_lost_and_duplicated_extras(tmp_path: Path) -> None:
     assert c.lost >= 2, c.details  # the lines of the deleted event, the deleted image
     assert any("console lines missing" in d for d in c.details), c.details
     assert any("images missing" in d for d in c.details), c.details
-    # two rows and a line twice, a step never logged, other counts
-    assert (c.dup_data, c.phantom, c.mismatched) == (3, 1, 1), c.details
+    # two rows, a line and an image twice; a step never logged; other counts, other pixels
+    assert (c.dup_data, c.phantom, c.mismatched) == (4, 1, 2), c.details
+    assert any("files whose bytes differ" in d for d in c.details), c.details
 
 
 def test_oracle_clean_run_counts_nothing(tmp_path: Path) -> None:
