@@ -169,6 +169,9 @@ def _busy(me: int) -> bool:
 
 
 def _on_signal(signum: int, frame: FrameType | None) -> None:
+    # a KeyboardInterrupt raised through here is the user's: IPython and pytest leave these
+    # frames out of the traceback they show
+    __tracebackhide__ = True  # noqa: F841
     if _busy(threading.get_ident()):
         _deferred.append(signum)  # we interrupted our own transaction: finish it first
         return
@@ -183,6 +186,7 @@ def after_fold() -> None:
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:
+    __tracebackhide__ = True  # noqa: F841 (see _on_signal)
     metadata = {"signal": signal.Signals(signum).name}
     previous = _previous.get(signum, signal.SIG_DFL)
     if callable(previous):

@@ -2,8 +2,8 @@
 ``code.InteractiveConsole`` fed through stdin, a real SIGINT at the prompt.
 
 An exception or an interrupt at the prompt does not end the run; ``finish()`` or the
-interpreter's exit decides. (IPython is not installed here: its detection, ``get_ipython()``,
-is the same code path as ``sys.ps1``'s.)
+interpreter's exit decides. IPython (what Jupyter kernels run) is driven the same way, through
+its terminal shell's stdin (the test extra installs it).
 """
 
 from __future__ import annotations
@@ -11,6 +11,9 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 from .conftest import REPO, child_env, metric_lines, shell_signals, statuses
 
@@ -70,3 +73,32 @@ code.interact(local={"run": run}, banner="", exitmsg="")
     assert "ZeroDivisionError" in r.stderr and "KeyboardInterrupt" in r.stderr
     assert [line["data"]["x"] for line in metric_lines(jdir)] == [1.0, 2.0]
     assert statuses(jdir) == [{"status": "COMPLETED", "metadata": None}]
+
+
+def _ipython(jdir: Path, cells: str) -> subprocess.Popen:
+    pytest.importorskip("IPython", reason="the test extra installs IPython")
+    ipython = Path(sys.executable).parent / "ipython"
+    p = subprocess.Popen([str(ipython), "--simple-prompt", "--no-banner", "--quick",
+                          "--colors=nocolor", "--HistoryManager.enabled=False"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         text=True, env=child_env(), cwd=REPO, preexec_fn=shell_signals)
+    p.stdin.write(f"import time, pluto_offline as pluto\n"
+                  f"run = pluto.init(dir={str(jdir)!r}, project='p', run_id='r')\n" + cells)
+    p.stdin.flush()
+    return p
+
+
+def test_ipython_cells_that_fail_or_are_interrupted_leave_the_run_open(jdir):
+    p = _ipython(jdir, "run.log({'x': 1.0})\nundefined_name\nraise KeyboardInterrupt\n"
+                       "run.log({'x': 2.0})\nprint('ready', flush=True); time.sleep(60)\n")
+    seen = ""
+    while "ready" not in (line := p.stdout.readline()):
+        assert line, f"IPython ended before the sleeping cell: {seen}"
+        seen += line
+    p.send_signal(signal.SIGINT)  # Ctrl-C (Jupyter's "interrupt the kernel") in a cell
+    out, _ = p.communicate("run.log({'x': 3.0})\nexit\n", timeout=60)
+    out = seen + out
+    assert p.returncode == 0, out
+    assert "NameError" in out and out.count("KeyboardInterrupt") >= 2
+    assert [line["data"]["x"] for line in metric_lines(jdir)] == [1.0, 2.0, 3.0]
+    assert statuses(jdir) == [{"status": "COMPLETED", "metadata": None}]  # at exit
