@@ -43,6 +43,7 @@ class RunEnd:
     _outage: Outage
     _fold: Callable[..., None]
     _clock_ms: Callable[[], int]
+    _media: Any  # MediaLog | None: the files logged in this process
 
     def finish(self, code: int | None = None, timeout: float | None = None) -> None:
         """End the run: COMPLETED, or FAILED when ``code`` is non-zero. Never raises (but a bad
@@ -82,6 +83,11 @@ class RunEnd:
             self._ended = status or "closed"
         with lifecycle.ending():
             told = self._journal_end(status, metadata, at)
+        if self._media is not None and status != "TERMINATED":
+            # every file logged here staged before the end returns: at exit nothing else
+            # waits for the stager (docs/media.md). A signal's end does not wait: the files
+            # stay in files/incoming for recovery, and the process dies as it would have
+            self._media.drain()
         if told:
             self._tell_where(wait)
         return True

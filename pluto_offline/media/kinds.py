@@ -2,9 +2,10 @@
 
 Each object only remembers what it was given; ``log()`` turns it into a :class:`Prepared`
 (cheap conversions only) and the stager makes the bytes. File names follow the stock SDK
-(``pluto/file.py``): ``<caption>.<uuid4><ext>`` or ``<uuid4><ext>``, unique per (run, logName);
-a ``File`` takes its ``name=`` (sanitised) or a uuid (the stock SDK hashes the whole file for
-it, which would cost the training thread O(size)).
+(``pluto/file.py``): ``<caption>.<uuid4><ext>`` or ``<uuid4><ext>``; a ``File``'s ``name=``
+takes the caption's place. The uuid is drawn at each ``log()`` (:func:`file_name`), not at
+construction, so every name is unique per (run, logName): the server's storage key is
+project/run/logName/fileName, and a repeated name would overwrite the earlier file's bytes.
 
     run.log({"samples": [pluto.Image(a, caption=f"digit {i}") for i, a in enumerate(batch)],
              "config": pluto.File("conf.yaml"), "ckpt": pluto.Artifact("model.pt")})
@@ -22,7 +23,7 @@ from typing import Any, NamedTuple
 from pluto_offline.media import arrays
 
 logger = logging.getLogger("pluto_offline")
-_INVALID = re.compile(r"[^a-zA-Z0-9_\-.]")
+_INVALID = re.compile(r"[^a-zA-Z0-9_\-.]")  # the stock SDK's sanitising
 _VIDEO_FORMATS = ("mp4", "webm", "ogg", "gif")
 
 
@@ -40,30 +41,35 @@ class File:
     """A file given by path; staged from it later, if it is unchanged by then."""
 
     kind = "FILE"
+    _name: str | None = None  # the file name's start (``file_name``)
     _caption: str | None = None
 
     def __init__(self, path: str, name: str | None = None, **kwargs: Any) -> None:
         self._path: str | None = os.path.abspath(path)
         if not os.path.isfile(self._path):
             raise FileNotFoundError(f"{type(self).__name__}: no such file: {path}")
-        self._name = _INVALID.sub("-", name) if name else uuid.uuid4().hex
+        self._name = name_base(name)
         self._ext = os.path.splitext(path)[1]
 
     def _prepare(self) -> Prepared:
         assert self._path is not None
         return Prepared("path", self._ext, path=self._path)
 
-    @property
-    def file_name(self) -> str:
-        """The name the file is stored under on the server (unique in its log name)."""
-        return f"{self._name}{self._ext}"
-
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.file_name!r})"
+        return f"{type(self).__name__}({file_name(self._name, self._ext, '<uuid>')!r})"
 
 
-def _captioned(caption: str | None) -> str:
-    return f"{caption}.{uuid.uuid4()}" if caption else str(uuid.uuid4())
+def name_base(name: str | None) -> str | None:
+    """What a file name starts with: a caption or ``name=``, sanitised; None for none."""
+    return _INVALID.sub("-", name) if name else None
+
+
+def file_name(base: str | None, ext: str, uid: str | None = None) -> str:
+    """A new name for one logged file: ``<base>.<uuid4><ext>`` or ``<uuid4><ext>``. Drawn once
+    per ``log()`` and journaled with the file, so a resend reuses it; the uuid keeps it unique
+    in its (run, logName) even across processes and journals writing the same run."""
+    uid = uid or str(uuid.uuid4())
+    return f"{base}.{uid}{ext}" if base else f"{uid}{ext}"
 
 
 class Artifact(File):
@@ -73,7 +79,7 @@ class Artifact(File):
 
     def __init__(self, data: str | bytes | bytearray | None = None, caption: str | None = None,
                  metadata: dict | None = None, **kwargs: Any) -> None:
-        self._name = _captioned(caption)
+        self._name = name_base(caption)
         self._caption = caption
         self._metadata = metadata or {}
         self._bytes: bytes | None = None
@@ -89,7 +95,7 @@ class Artifact(File):
 
     def add_file(self, path: str, name: str | None = None) -> None:
         """The stock SDK's older way to give the path."""
-        self._name = _captioned(name)
+        self._name = name_base(name)
         self._path = os.path.abspath(path)
         self._ext = os.path.splitext(path)[1]
 
@@ -105,7 +111,7 @@ class Text(File):
     kind = "TEXT"
 
     def __init__(self, data: Any, caption: str | None = None) -> None:
-        self._name = _captioned(caption)
+        self._name = name_base(caption)
         self._caption = caption
         self._path = None
         self._ext = ".txt"
@@ -130,7 +136,7 @@ class Image(File):
 
     def __init__(self, data: Any, caption: str | None = None, boxes: Any = None,
                  masks: Any = None, annotations: Any = None) -> None:
-        self._name = _captioned(caption)
+        self._name = name_base(caption)
         self._caption = caption
         self._path = None
         self._ext = ".png"
@@ -183,7 +189,7 @@ class Audio(_Recording):
     def __init__(self, data: Any, rate: int | None = 48000, caption: str | None = None,
                  **kwargs: Any) -> None:
         rate = kwargs.get("sample_rate", rate)
-        self._name = _captioned(caption)
+        self._name = name_base(caption)
         self._caption = caption
         self._path = None
         self._ext = ".wav"
@@ -209,7 +215,7 @@ class Video(_Recording):
     def __init__(self, data: Any, rate: int | None = 30, caption: str | None = None,
                  format: str | None = None, **kwargs: Any) -> None:  # noqa: A002
         rate = kwargs.get("fps", rate)
-        self._name = _captioned(caption)
+        self._name = name_base(caption)
         self._caption = caption
         self._path = None
         self._ext = f".{format}" if format in _VIDEO_FORMATS else ".mp4"
@@ -237,9 +243,9 @@ class Video(_Recording):
                                                 "channels": c, "rate": self._rate})
 
 
-def content_type(file_name: str) -> str:
+def content_type(name: str) -> str:
     """The PUT's Content-Type, as the stock SDK guesses it from the name."""
-    return mimetypes.guess_type(file_name)[0] or "application/octet-stream"
+    return mimetypes.guess_type(name)[0] or "application/octet-stream"
 
 
 _warned: set[str] = set()

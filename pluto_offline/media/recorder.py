@@ -5,9 +5,10 @@ writer's fold, staged by a thread of their own.
 incoming file (``journal.staged.write_incoming``: the bytes are in the page cache, so they
 survive SIGKILL); a file given by path costs one ``stat``. The writer thread's fold →
 :meth:`MediaLog.fold`: the rows (and ``lognames`` of new log names) in the fold's transaction.
-After the commit, a stager thread (started on demand, not a daemon thread: the interpreter waits
-for it at exit) encodes, hashes and stages them. A job killed before that leaves the incoming
-files to recovery (plutosync, the next ``init()``): nothing is lost.
+After the commit, a stager thread (started on demand) encodes, hashes and stages them; the
+run's end waits for it (:meth:`MediaLog.drain`), so a job that ends normally has staged every
+file it logged. A job killed before that leaves the incoming files to recovery (plutosync, the
+next ``init()``): nothing is lost.
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ class MediaLog:
             except (OSError, ValueError, RuntimeError) as exc:
                 if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:  # ENOSPC: like the quota
                     exc = RuntimeError(f"the disk is full ({exc.strerror})")
-                meta.setdefault("file_name", f"{f._name}{f._ext}")
+                meta.setdefault("file_name", kinds.file_name(f._name, f._ext))
                 meta.setdefault("file_type", f._ext.lstrip("."))
                 meta.setdefault("content_type", kinds.content_type(meta["file_name"]))
                 meta["lost"] = f"{type(exc).__name__}: {exc}"
@@ -111,7 +112,7 @@ class MediaLog:
             self.writers.add(writer)
 
     def _describe(self, meta: dict[str, Any], f: kinds.File, p: kinds.Prepared) -> int:
-        file_name = f"{f._name}{p.ext}"
+        file_name = kinds.file_name(f._name, p.ext)  # fixed here: a resend reuses it
         meta.update(file_name=file_name, file_type=p.ext.lstrip("."),
                     content_type=kinds.content_type(file_name), how=p.how, params=p.params)
         if p.how == "path":
@@ -179,10 +180,14 @@ class MediaLog:
         with self.lock:
             self.wake.set()
             if self.stager is None:
-                # not a daemon thread: the interpreter waits for the staging at exit
-                self.stager = threading.Thread(target=self._stage_loop,
+                # daemon=False said outright: a thread inherits it from its starter, and the
+                # writer thread, which starts most stagers, is a daemon thread
+                self.stager = threading.Thread(target=self._stage_loop, daemon=False,
                                                name="pluto-offline-stager")
-                self.stager.start()
+                try:
+                    self.stager.start()
+                except RuntimeError:  # at interpreter shutdown (3.12+): drain() stages them
+                    self.stager = None
 
     def _stage_loop(self) -> None:
         try:
@@ -199,6 +204,20 @@ class MediaLog:
                            "stages them after the job ends", exc)
             with self.lock:
                 self.stager = None
+
+    def drain(self) -> None:
+        """Return once every file this process journaled is staged (or lost): the run's end
+        calls it, since the interpreter's exit waits for no thread started after its
+        threading shutdown (an end at exit runs in atexit, after it). Never raises."""
+        if os.getpid() != self.pid or not self.writers:
+            return  # a forked child: the parent's files are the parent's to stage
+        self.wait_staged()
+        try:  # what no stager got to (one could not start, or failed): on this thread
+            with Journal.open(self.journal_path, create=False) as j:
+                filerows.stage_rows(j, writers=set(self.writers))
+        except Exception as exc:
+            logger.warning("pluto_offline: staging logged files failed (%s); plutosync "
+                           "stages them after the job ends", exc)
 
     def wait_staged(self, timeout: float | None = None) -> None:
         """Wait until the files journaled so far are staged (tests, benchmarks)."""

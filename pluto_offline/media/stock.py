@@ -2,20 +2,24 @@
 
 Mixed code keeps working: a stock object is read through its attributes (``pluto/file.py``
 of pluto-ml 0.0.29: ``_path``, ``_bytes``, ``_image``/``_audio``/``_video``/``_text``,
-``_name``, ``_ext``, ``_caption``, ``_rate``) into one of ours, keeping its file name. Nothing
-here imports ``pluto``: an object is recognised by its class's module.
+``_name``, ``_ext``, ``_caption``, ``_rate``) into one of ours. Its name keeps the stock
+name's start (the caption, or ``name=``), not the stock uuid or hash: ours draws a new uuid
+at each ``log()``, so the same stock object logged twice gets two names. Nothing here imports
+``pluto``: an object is recognised by its class's module.
 """
 
 from __future__ import annotations
 
 import os
-import uuid
+import re
 from typing import Any
 
 from pluto_offline.media import kinds
 
 _OURS = {"File": kinds.File, "Artifact": kinds.Artifact, "Text": kinds.Text,
          "Image": kinds.Image, "Audio": kinds.Audio, "Video": kinds.Video}
+# the uuid the stock SDK appends to a caption or name= (``<caption>.<uuid4>``), or is the name
+_UUID_TAIL = re.compile(r"(^|\.)[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
 def is_stock(value: Any) -> bool:
@@ -28,7 +32,7 @@ def convert(value: Any) -> kinds.File:
     a stock object that holds nothing to send (the stock SDK would drop it too)."""
     name = next(c.__name__ for c in type(value).__mro__ if c.__name__ in _OURS)
     ours = object.__new__(_OURS[name])
-    ours._name = getattr(value, "_name", None) or str(uuid.uuid4())
+    ours._name = _base(value)
     ours._caption = getattr(value, "_caption", None)
     ours._path = None
     ours._ext = getattr(value, "_ext", "") or ""
@@ -68,3 +72,12 @@ def convert(value: Any) -> kinds.File:
             getattr(ours, "_bytes", b"") is None:
         raise ValueError(f"a stock {name} with nothing to send")
     return ours
+
+
+def _base(value: Any) -> str | None:
+    """The start of the stock object's name without its uuid; None when it is only a uuid or
+    the content hash a stock ``File`` without ``name=`` gets."""
+    name = getattr(value, "_name", None)
+    if not isinstance(name, str) or name == getattr(value, "_id", None):
+        return None
+    return kinds.name_base(_UUID_TAIL.sub("", name))

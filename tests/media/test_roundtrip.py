@@ -67,7 +67,8 @@ def test_images_files_and_an_artifact_round_trip_exactly(tmp_path, pluto_server)
         assert downloaded(client, sid, "given", tmp_path / "out")[0] == \
             (tmp_path / "given.png").read_bytes()
         conf = client.get_files(PROJECT, sid, file_name="config")
-        assert [f["fileName"] for f in conf] == ["conf.yaml"]
+        assert [f["fileName"][:5] for f in conf] == ["conf."]  # conf.<uuid4>.yaml: unique
+        assert conf[0]["fileName"].endswith(".yaml")
         assert downloaded(client, sid, "config", tmp_path / "out")[0] == \
             (tmp_path / "conf.yaml").read_bytes()
         ckpt = client.get_files(PROJECT, sid, file_name="ckpt")
