@@ -109,8 +109,8 @@ def stage_one(j: Journal, file_id: int, source: dict) -> None:
 def ingest_orphans(j: Journal, live: set[str]) -> int:
     """Journal the incoming files of dead writers that their fold never journaled (SIGKILL
     between ``log()`` and the next fold); torn ones (killed inside ``log()``) are deleted, and
-    so are ones already staged whose stager ended before it could delete them (a stager
-    started by the last fold at interpreter exit is not waited for)."""
+    so are ones already staged whose stager died before it could delete them (a process ended
+    by a signal does not wait for its stager; a normal end does, MediaLog.drain)."""
     inc = staged.incoming_dir(j.dir)
     try:
         names = sorted(os.listdir(inc))

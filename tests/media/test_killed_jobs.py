@@ -133,8 +133,8 @@ def test_staged_files_are_owner_only(tmp_path):
 
 
 def test_an_incoming_file_left_by_a_cut_short_stager_is_removed(tmp_path):
-    """A stager started by the last fold at interpreter exit is not waited for: it can stage a
-    file and die before deleting its incoming copy (chaos seed 1193). Recovery deletes such a
+    """A stager cut short (its process ended by a signal, which does not wait for it) can
+    stage a file and die before deleting its incoming copy (chaos seed 1193). Recovery deletes such a
     copy of a dead writer; it journals nothing twice."""
     src, jdir = _source_job(tmp_path, "leftover")
     with journal.Journal.open(jdir) as j:
