@@ -32,6 +32,8 @@ def test_sys_series_under_the_stock_names_beside_the_jobs_own_steps(tmp_path, pl
         subprocess.run(["git", *cmd], cwd=repo, check=True)
     code, _, err = jobs.run(tmp_path / "j", f"""
         os.chdir({str(repo)!r})
+        import pluto_offline.sysinfo as si
+        si.INFINIBAND_ROOT = {str(tmp_path / "no-infiniband")!r}  # a host without InfiniBand
         run = pluto.init(name="m", run_id="m1", settings={{"x_sys_sampling_interval": 0.25,
                                                            "mine": 1}})
         for step in range(5):
@@ -52,6 +54,7 @@ def test_sys_series_under_the_stock_names_beside_the_jobs_own_steps(tmp_path, pl
                  "sys/disk.used", "sys/network.bytes_sent", "sys/network.bytes_recv",
                  "sys/network.bytes_sent.rate", "loss"):
         assert name in names, sorted(names)
+    assert not [n for n in names if n.startswith("sys/ib.")], sorted(names)
     assert [p["step"] for p in pluto_server.metrics(sid, "proj", "loss")] == [0, 1, 2, 3, 4]
     samples = [p["step"] for p in pluto_server.metrics(sid, "proj", "sys/memory.used")]
     assert samples[:3] == [1, 2, 3]  # its own count, as the stock SDK's
@@ -64,6 +67,7 @@ def test_sys_series_under_the_stock_names_beside_the_jobs_own_steps(tmp_path, pl
     assert meta["os_info"]["hostname"] and meta["os_info"]["python"]["version"]
     assert meta["cpu"]["virtual"] >= 1 and meta["memory"]["virt"] > 0
     assert any(r.startswith("psutil==") for r in meta["requirements"])
+    assert "infiniband" not in meta
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True,
                           text=True).stdout.strip()
     assert meta["git"] == {"root": str(repo), "commit": head, "branch": "main", "dirty": False}
