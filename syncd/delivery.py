@@ -103,8 +103,13 @@ class Delivery(Opening, Ingest):
                     sent = 0
             elif ev.kind == "status":
                 sent = self._status(ctx, ev, payload or {})
-            elif ev.kind == "alert":  # run.alert() (issue 10): the py service's endpoint
-                alerts.send(self.client, sid, payload or {})
+            elif ev.kind == "alert":  # run.alert() (issue 10): the py service's endpoint,
+                if (payload or {}).get("webhook"):  # or remote=False: the user's webhook
+                    fields = journal.server_fields(self.j, ctx.row.key)  # the view URL now
+                    alerts.post_webhook(payload, fields[2] if fields else ctx.row.url,
+                                        (str(self.j.path), ev.seq))
+                else:
+                    alerts.send(self.client, sid, payload or {})
             else:
                 self.r.rejected(ctx, ev, None, f"unknown event kind {ev.kind!r} (newer SDK?)")
                 return
