@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
+from pluto_offline.journal import liveness
 from pluto_offline.journal.payloads import unpack_metrics
 from pluto_offline.journal.store import (
     EVENT_KINDS,
@@ -128,6 +129,7 @@ def add_writer(j: Journal, run: int, writer_id: str, pid: int, host: str) -> Non
         "INSERT INTO writers (id, run, pid, host, opened_at) VALUES (?, ?, ?, ?, ?)",
         (writer_id, run, pid, host, now_ms()),
     )
+    liveness.register(j, writer_id, pid, host)  # its kernel and PID namespace, for readers
 
 
 def end_writer(j: Journal, writer_id: str, how: str) -> None:
