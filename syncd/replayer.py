@@ -383,7 +383,8 @@ class Replayer:
         self.moved[ctx.row.key] = self.moved.get(ctx.row.key, 0) + 1
         self.totals.rejected += 1
         self._count(1, 0)
-        log.warning("run %s: the server refused a %s event (%s); recorded, moving on",
+        # the reason names who refused it: the server, or a webhook's host (an alert)
+        log.warning("run %s: its %s event was refused (%s); recorded, moving on",
                     ctx.label, ev.kind, text)
 
     def _count(self, events: int, requests: int) -> None:
