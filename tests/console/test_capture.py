@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pluto.query as pq
 
@@ -70,23 +71,51 @@ def test_the_line_before_a_sigkill_reaches_stdout_and_the_journal(tmp_path):
         "step 0", "step 1", "step 2", "CUDA out of memory: the reason it died", "last words"]
 
 
+def _raw_journal(journal_dir) -> dict[str, bytes]:
+    """Every file of a journal directory, byte for byte: the database, its write-ahead log
+    (where committed lines live until a checkpoint copies them), the spill files..."""
+    return {str(p.relative_to(journal_dir)): p.read_bytes()
+            for p in sorted(journal_dir.rglob("*")) if p.is_file()}
+
+
+def _messages_so_far(journal_dir, run_id: str) -> list[str] | None:
+    try:
+        return jobs.messages(journal_dir, run_id)
+    except (journal.JournalError, AssertionError):  # no journal, or no run in it, yet
+        return None
+
+
 def test_the_api_key_and_token_shapes_never_reach_the_journal(tmp_path):
-    code, out, _ = jobs.run(tmp_path / "j", """
+    go = tmp_path / "go"
+    proc = jobs.start(tmp_path / "j", f"""
         run = pluto.init(name="s", run_id="s1")
         print("key:", os.environ["PLUTO_API_KEY"])
         print("Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.payload")
         print("hf token hf_abcdefghijklmnop and password=hunter22")
         os.write(2, b"postgres://bob:s3cret@db:5432/x\\n")
+        while not os.path.exists({str(go)!r}):  # the test reads the journal's files meanwhile
+            time.sleep(0.01)
         run.finish()
     """, PLUTO_API_KEY=KEY)
-    assert code == 0
+    want = ["key: ***REDACTED***", "Authorization: Bearer ***REDACTED***",
+            "hf token ***REDACTED*** and ***REDACTED***", "postgres://bob:***REDACTED***@db:5432/x"]
+    try:
+        deadline = time.monotonic() + 20
+        while _messages_so_far(tmp_path / "j", "s1") != want and time.monotonic() < deadline:
+            time.sleep(0.05)
+        running = _raw_journal(tmp_path / "j")  # the lines committed, the run still open
+    finally:
+        go.touch()
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0
     assert KEY.encode() in out  # the terminal is the user's: unchanged
-    lines = jobs.messages(tmp_path / "j", "s1")
-    assert lines == ["key: ***REDACTED***", "Authorization: Bearer ***REDACTED***",
-                     "hf token ***REDACTED*** and ***REDACTED***",
-                     "postgres://bob:***REDACTED***@db:5432/x"]
-    raw = (tmp_path / "j" / "journal.db").read_bytes()
-    assert KEY.encode() not in raw and b"hunter22" not in raw and b"s3cret" not in raw
+    assert jobs.messages(tmp_path / "j", "s1") == want
+    assert running["journal.db-wal"]  # the lines were there, not yet checkpointed
+    for when, files in (("running", running), ("finished", _raw_journal(tmp_path / "j"))):
+        assert "journal.db" in files and "journal.db-wal" in running, (when, sorted(files))
+        for name, raw in files.items():
+            for secret in (KEY.encode(), b"hunter22", b"s3cret", b"eyJhbGciOiJIUzI1NiJ9"):
+                assert secret not in raw, (when, name, secret)
 
 
 def test_capture_off_by_setting_or_env_leaves_no_lines_and_the_output_alone(tmp_path):

@@ -150,12 +150,10 @@ def test_redaction_skips_a_pattern_only_where_it_could_not_match():
         pieces = rng.choices(SECRETS + NEAR + FILLER * 3, k=rng.randint(1, 8))
         texts.append(rng.choice(["", " ", "\n", "=", ":"]).join(pieces))
     texts.append("\n".join(texts))
-    redactor = Redactor()
+    redactor, every = Redactor(), Redactor()  # every: each pattern runs over every text
+    every._shapes = tuple(shape._replace(test=lambda _: True) for shape in _SHAPES)
     for text in texts:
-        every = text
-        for shape in _SHAPES:
-            every = shape.pattern.sub(shape.replacement, every)
-        assert redactor.text(text) == every, text
+        assert redactor.text(text) == every.text(text), text
 
 
 def test_logs_payload_is_the_json_of_each_line(tmp_path):
