@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from pluto_offline.journal.payloads import VALUES_ENTRY, VALUES_HEAD
+from pluto_offline.journal.store import SPILL_SUFFIX
 
 MAGIC = b"PLSPILL1"
 VERSION = 2
@@ -64,7 +65,7 @@ GROW_RETRY_S = 1.0  # after a failed grow (disk full), log() tries again at most
 DROP_REASONS = ("disk full", "journal not writable", "record too large")
 _DROPPED_AT = 16  # header offset of the drop counters
 _dropped = struct.Struct("<3Q")
-SUFFIX = ".spill"
+SUFFIX = SPILL_SUFFIX  # the journal's name for it: spill/<writer id>.spill
 NEW_SUFFIX = ".spill.new"
 STALE_NEW_S = 60.0  # a .spill.new this old lost its creator between create and rename
 RECORD, SCHEMA, VALUES, END = 0, 1, 2, 3

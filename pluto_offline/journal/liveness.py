@@ -95,7 +95,7 @@ def running_writers(j: Journal) -> set[str]:
     """Ids of writers not ended whose process runs, as far as this reader can tell (see the
     module docstring: a writer it cannot judge by its process is left to its spill lock, or
     counted alive when it has no spill file and its process may run out of sight)."""
-    from pluto_offline.spill import SUFFIX
+    from pluto_offline.journal.store import SPILL_SUFFIX
 
     host = os.uname().nodename
     me = identity()
@@ -119,7 +119,7 @@ def running_writers(j: Journal) -> set[str]:
         elif pid_ns == proc_ns:
             if process_started_by(pid, when):
                 alive.add(w)
-        elif not (j.spill_dir / f"{w}{SUFFIX}").exists():
+        elif not (j.spill_dir / f"{w}{SPILL_SUFFIX}").exists():
             unseen.append(_Wanted(w, pid_ns, pid, when))
         # else: another namespace with its spill file there: the spill lock decides
     if unseen:

@@ -26,6 +26,7 @@ from pluto_offline.journal.schema import (  # noqa: F401
 
 JOURNAL_FILE = "journal.db"
 SPILL_DIR = "spill"
+SPILL_SUFFIX = ".spill"  # a writer's spill file: <spill_dir>/<writer id>.spill
 BUSY_TIMEOUT_MS = 60_000
 
 # Event kinds, in the order a run usually produces them.

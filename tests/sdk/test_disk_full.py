@@ -26,13 +26,13 @@ from .conftest import child_env, run_child
 # log() of 10 floats: 120 bytes a record in the spill, so ~8,000 fill its first MiB
 FILL = """
 def fill(d):
-    with open(d + "/filler", "wb") as f:      # the disk, full to the last block
-        try:
+    try:                                       # the disk, full to the last block
+        with open(d + "/filler", "wb") as f:   # (already full: open itself may fail)
             while True:
                 f.write(b"\\0" * 65536)
                 f.flush()
-        except OSError:
-            pass
+    except OSError:
+        pass
 values = lambda s: {f"m{k}": float(s) for k in range(10)}
 """
 

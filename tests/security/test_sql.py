@@ -63,6 +63,10 @@ REVIEWED = {
     ("syncd/server/alerts.py", "SCHEMA"): "a constant",
     ("syncd/server/files.py", "SCHEMA"): "a constant",
     ("syncd/server/files.py", "WHERE {where}"): "where: constant fragments with '?'",
+    ("pluto_offline/journal/liveness.py", "NOT EXISTS {TABLE} ("): "TABLE: the constant 'writer_ns'",
+    ("pluto_offline/journal/liveness.py", "INTO {TABLE} (writer"): "TABLE: the constant",
+    ("pluto_offline/journal/liveness.py", "{ident} FROM writers w {join}"):
+        "ident/join: constant fragments chosen by whether the table exists; no values",
 }
 _SQL_CALLS = {"execute", "executemany", "executescript", "query"}
 

@@ -21,6 +21,12 @@ def expected(name: str, step: int) -> float:
             "val/loss": 2.0 / (step + 1), "lr": 0.1}[name]
 
 
+def points_of(got) -> list[dict]:
+    """``get_metrics``'s answer as records: a DataFrame when pandas is installed (the stock
+    client's documented behaviour), else a list of dicts."""
+    return got.to_dict("records") if hasattr(got, "to_dict") else list(got)
+
+
 @pytest.fixture
 def query(pluto_server: LocalServer) -> pq.Client:
     client = pq.Client(api_token=pluto_server.api_key, host=pluto_server.url)
@@ -48,7 +54,7 @@ def test_full_run_lands_completed_with_every_point(pluto_server, query, tmp_path
     assert sorted(run["tags"]) == ["a", "b", "group:x"]
     assert run["externalId"] == "ext-main"
     assert sorted(query.get_metric_names(PROJECT, run_ids=[run["id"]])) == sorted(METRICS)
-    points = query.get_metrics(PROJECT, "SCL-1", metric_names=list(METRICS))
+    points = points_of(query.get_metrics(PROJECT, "SCL-1", metric_names=list(METRICS)))
     assert len(points) == 4000
     for point in points:
         assert point["value"] == pytest.approx(expected(point["metric"], point["step"]))
@@ -75,7 +81,7 @@ def test_resume_by_display_id_appends_and_completes(pluto_server, query, tmp_pat
     assert out["resumed"] is True
     run = query.get_run(PROJECT, out["id"])
     assert run["status"] == "COMPLETED" and run["name"] == "first"
-    points = query.get_metrics(PROJECT, out["id"], metric_names=["loss"])
+    points = points_of(query.get_metrics(PROJECT, out["id"], metric_names=["loss"]))
     assert [p["step"] for p in points] == list(range(20))
 
 
@@ -102,7 +108,8 @@ def test_fork_inherits_config_and_tags(pluto_server, query, tmp_path):
     assert child["config"] == {"lr": 0.01, "opt": {"name": "adam", "beta": 0.95}}
     assert sorted(child["tags"]) == ["base", "tuned"]
     # Fork children keep only their own points; the parent's are not copied.
-    assert [p["step"] for p in query.get_metrics(PROJECT, out["child"])] == list(range(51, 60))
+    assert [p["step"] for p in points_of(query.get_metrics(PROJECT, out["child"]))] == \
+        list(range(51, 60))
 
 
 def test_close_leaves_the_run_running(pluto_server, query, tmp_path):
@@ -113,7 +120,7 @@ def test_close_leaves_the_run_running(pluto_server, query, tmp_path):
         run.close()
     """)
     assert query.get_run(PROJECT, out["id"])["status"] == "RUNNING"
-    assert len(query.get_metrics(PROJECT, out["id"])) == 1
+    assert len(points_of(query.get_metrics(PROJECT, out["id"]))) == 1
 
 
 def test_external_id_collision_needs_resume(pluto_server, query, tmp_path):
