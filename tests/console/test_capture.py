@@ -56,7 +56,7 @@ def test_every_writer_reaches_stdout_unchanged_and_the_server_typed(tmp_path, pl
     assert [r["message"] for r in errors] == ["WARNING:train:from logging", "to stderr"]
 
 
-def test_the_line_before_a_sigkill_reaches_stdout_and_the_journal(tmp_path):
+def test_the_line_before_a_sigkill_reaches_stdout_and_the_server(tmp_path, pluto_server):
     code, out, _ = jobs.run(tmp_path / "j", """
         run = pluto.init(name="k", run_id="k1")
         for i in range(3):
@@ -69,6 +69,20 @@ def test_the_line_before_a_sigkill_reaches_stdout_and_the_journal(tmp_path):
     assert out == b"step 0\nstep 1\nstep 2\nlast words"
     assert jobs.messages(tmp_path / "j", "k1") == [
         "step 0", "step 1", "step 2", "CUDA out of memory: the reason it died", "last words"]
+    # delivered as a crash report is read: the reason it died, typed, on the server
+    d = DaemonProcess(pluto_server, tmp_path / "j", "--exit-when-idle")
+    assert d.wait(60) == 0, d.log()
+    client = pq.Client(api_token=pluto_server.api_key, host=pluto_server.url)
+    try:
+        logs = client.get_logs("proj", "PRO-1")
+        errors = client.get_logs("proj", "PRO-1", log_type="error")
+        status = client.get_run("proj", "PRO-1")["status"]
+    finally:
+        client.close()
+    assert [r["message"] for r in sorted(logs, key=lambda r: r["lineNumber"])][-2:] == [
+        "CUDA out of memory: the reason it died", "last words"]
+    assert [r["message"] for r in errors] == ["CUDA out of memory: the reason it died"]
+    assert status == "FAILED"  # the dead writer reported: FAILED {"reason": "killed"}
 
 
 def _raw_journal(journal_dir) -> dict[str, bytes]:
