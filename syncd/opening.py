@@ -209,7 +209,7 @@ class Opening:
 
     @contextlib.contextmanager
     def _noted_if_unanswered(self, row: journal.RunRow, kind: str) -> Iterator[None]:
-        """A config or tags update sent with a create or an attach that gets no answer may land
+        """A config, tags or status update sent with an open that gets no answer may land
         late, after the run's later updates: note it, so the final state is sent again."""
         try:
             yield
@@ -312,15 +312,18 @@ class Opening:
         if first:  # kept before the status check: a retry of the check does not open again
             journal.ack(self.j, ctx.row.key, ctx.acked, **fields)
             ctx.server_id = fields["server_id"]
-        if fresh:  # a new run: nothing on the server to compare with
-            finalstate.mark_open(self.client, fields["server_id"], at)
-            outcome = "running"
-        else:
-            outcome = finalstate.opened(self.client, fields["server_id"], at)
-        self.r.acked(ctx, ev.seq, 1, requests=2)
-        if first:
+        if first:  # said once the run exists, whatever becomes of the check below
             log.info("run %s: %s on the server as %s %s", ctx.label, how,
                      fields["display_id"] or fields["server_id"], fields["url"] or "")
+        # the RUNNING mark sets the status too: one held past the timeout may land after the
+        # run's end, as an open may (seed 1158)
+        with self._noted_if_unanswered(ctx.row, "status"):
+            if fresh:  # a new run: nothing on the server to compare with
+                finalstate.mark_open(self.client, fields["server_id"], at)
+                outcome = "running"
+            else:
+                outcome = finalstate.opened(self.client, fields["server_id"], at)
+        self.r.acked(ctx, ev.seq, 1, requests=2)
         if outcome == "restored":
             log.info("run %s: its %s at %s is older than the end the server holds; that end "
                      "was put back", ctx.label, ev.kind, runstate.clock(at / 1000))

@@ -120,6 +120,29 @@ def test_stalled_resume_does_not_reopen_a_finished_run(pluto_server: LocalServer
     assert server_run["status"] == "FAILED"
 
 
+def test_a_stalled_running_mark_does_not_reopen_the_run(pluto_server: LocalServer,
+                                                        tmp_path: Path) -> None:
+    """Seed 1158 (soak of 4df0581): the RUNNING mark that follows a create was held past the
+    timeout; the same daemon went on, delivered COMPLETED, and the held mark landed after it.
+    Only the create itself, not the status check after it, was noted when unanswered."""
+    run = pluto_offline.init(dir=tmp_path, project="stall-k", run_id="stall-k0",
+                             settings={"autostart": False})
+    run.log({"x": 1.0})
+    run.finish()
+    pluto_server.fault("stall", path="/api/runs/status/update", count=1, seconds=LATE)
+    daemon = _daemon(pluto_server, tmp_path)
+    try:
+        _wait(lambda: pluto_server.faults()[0]["fired"], 30, 0.02)
+        held = time.monotonic()  # the mark is held, to be applied at LATE
+        _wait(lambda: _settled(tmp_path), 30, 0.1)
+    finally:
+        daemon.stop()
+    assert _settled(tmp_path), journal_backlog(tmp_path)
+    time.sleep(max(0.0, held + LATE + 0.5 - time.monotonic()))  # the held mark has landed
+    assert pluto_server.list_runs("stall-k")[0]["status"] == "COMPLETED"
+    assert "a status request got no answer" in (tmp_path / "daemon.log").read_text()
+
+
 def test_a_running_mark_of_a_killed_daemon_does_not_reopen_the_run(
         pluto_server: LocalServer, tmp_path: Path) -> None:
     """Seed 1051: a daemon created the run, the server held its RUNNING mark, the daemon was
