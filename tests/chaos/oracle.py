@@ -23,7 +23,8 @@ and, for multi-journal schedules (one run written from several journals):
 - ``conflict``: a journal held as a conflict with the run, or the run named after a journal
   that only attached to it (``resume=True``, then ``close()``: it must never create the run);
 - ``unrecorded``: a planted refused input (a string config) not recorded in its journal's
-  ``rejected`` table with a reason;
+  ``rejected`` table with a reason, or 51 tags that ``init()`` did not refuse naming the
+  server's 50-tag limit;
 - ``push_errors``: a ``plutosync push`` (or ``export``) that crashed, exited with another code
   than its inputs call for (1 when it holds a damaged journal or a refused input, else 0),
   did not name a damaged journal in its output, hung, or left its healthy journals undelivered.

@@ -147,5 +147,20 @@ def check_multi(schedule: Schedule, reports: dict[str, list[dict]], launches: di
             c.add("unrecorded", 1, f"{run_id} ({w.name} in {w.journal}, init(config='lr=0.1')):"
                   " the server refuses a config that is not an object, yet "
                   f"{w.journal}'s rejected table records nothing for the run")
+    check_tag_limit(c, schedule, reports)
     _check_pushes(c, schedule, reports, delivery, planted)
     return c
+
+
+def check_tag_limit(c: Counts, schedule: Schedule, reports: dict[str, list[dict]]) -> None:
+    """A writer planted with 51 tags must be refused by ``init()`` naming the server's limit:
+    journaled, the create would be refused and the run's data with it."""
+    for w in schedule.writers:
+        lines = reports.get(w.name, [])
+        if w.bad != "too_many_tags" or _first(lines, "start") is None:
+            continue
+        refused = _first(lines, "refused")
+        if refused is None or "at most 50 tags" not in refused["error"]:
+            c.add("unrecorded", 1, f"{w.run_id} ({w.name} in {w.journal}): init() with 51 "
+                  "tags was not refused naming the server's 50-tag limit: "
+                  f"{refused['error'] if refused else 'it returned a run'}")

@@ -89,7 +89,7 @@ class Writer:
     resume: bool = False  # alloc: init(run_id=..., resume=True)
     after_exit: bool = False  # eval: attach once ``after`` has exited (else while it runs)
     strings: tuple[str, ...] = ()  # string-series names (trainer.string_step says when)
-    bad: str | None = None  # a refused input planted: config_str | huge_config
+    bad: str | None = None  # a refused input planted: config_str | huge_config | too_many_tags
     project: str | None = None  # another project (the decoy of a damaged journal)
     run_name: str | None = None  # the name passed to init() (default: the writer's name)
     # a worker forked after init() (a DataLoader-style process): (at step index, its own
@@ -346,7 +346,7 @@ def build_multi(seed: int) -> Schedule:
     SIGKILLed and restarted) or by ``plutosync push`` after its jobs ended: pushes of several
     journals at once (listed, or a folder) or one by one, in a random order, some only once
     everything before them is delivered ("days apart"). Mixed in: a run with a refused input
-    (a string config, a ~9 MB config) in one of the journals, and damaged journals in push
+    (a string config, a ~9 MB config, 51 tags) in one of the journals, and damaged journals in push
     folders. Network faults, server restarts and the reaper as in single-journal schedules.
     """
     rng = random.Random(seed)
@@ -363,6 +363,9 @@ def build_multi(seed: int) -> Schedule:
                                                                       False, "")]
     if scenario != "export" and rng.random() < 0.4:  # a refused input in an extra run
         bad = rng.choice(("config_str", "config_str", "huge_config"))
+        # drawn apart from ``rng``: the schedules of earlier soaks stay as they were
+        if bad == "config_str" and random.Random(f"{seed}-tags").random() < 0.4:
+            bad = "too_many_tags"
         home = rng.choice(jnames)
         writers.append(Writer(
             name="b0", role="trainer", run_id=f"chaos-{seed}-bad0",

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.chaos import oracle
+from tests.chaos import oracle, oracle_multi
 from tests.chaos.cli import FAST_SEEDS, MULTI_FAST, summarize
 from tests.chaos.runner import Ctx, Result, run_schedule
 from tests.chaos.schedule import (
@@ -373,6 +373,21 @@ def test_oracle_counts_a_refusal_not_recorded(tmp_path: Path) -> None:
                      after_drain=forget, drain_timeout=8.0)
     assert r.counts.unrecorded == 1, r.counts.details
     assert any("init(config='lr=0.1')" in d for d in r.counts.details if "unrecorded" in d)
+
+
+def test_oracle_counts_51_tags_that_init_accepted() -> None:
+    bad = Writer(name="b0", role="trainer", run_id="plant-bad0", end="finish", steps=5,
+                 names=("train/loss",), interval=0.003, journal="j0", bad="too_many_tags")
+    s = replace(_quiet_multi("t"), writers=(bad,))
+    refused = {"b0": _lines(("start", 1.0, {}), ("refused", 1.1, {
+        "error": "ValueError: init(): a run can have at most 50 tags (the Pluto server's "
+                 "limit), this would give it 51; ..."}))}
+    accepted = {"b0": _lines(("start", 1.0, {}), ("init", 1.1, {"step": 0}))}
+    for reports, want in ((refused, 0), (accepted, 1), ({}, 0)):  # {}: never started
+        c = oracle.Counts()
+        oracle_multi.check_tag_limit(c, s, reports)
+        assert c.unrecorded == want, c.details
+        assert all("it returned a run" in d for d in c.details), c.details
 
 
 def test_oracle_counts_a_daemon_that_dies(tmp_path: Path) -> None:

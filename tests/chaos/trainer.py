@@ -14,9 +14,9 @@ Roles: ``trainer`` / ``fork`` create their run; ``eval`` / ``resume`` reattach
 (``resume=True``); ``rank`` calls ``init(run_id=os.environ.get("PLUTO_RUN_ID"))`` (the stock
 SDK's multi-rank pattern); ``alloc`` calls ``init(run_id=..., resume=<spec>)``. A writer with
 ``strings`` also logs string-series values (:func:`text`) every ``STRING_EVERY`` steps. A
-writer with ``bad`` passes a config the server refuses (``"lr=0.1"``) or a huge one
-(:func:`huge_config`); if ``init()`` itself refuses it, that is reported (``refused``) and the
-process exits 0.
+writer with ``bad`` passes a config the server refuses (``"lr=0.1"``), a huge one
+(:func:`huge_config`) or more tags than the server takes; if ``init()`` itself refuses it, that
+is reported (``refused``) and the process exits 0.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ def report(op: str, **fields: Any) -> None:
 
 STRING_EVERY = 4  # a writer with strings logs them on every 4th log() call
 BAD_CONFIG = "lr=0.1"  # a config the server refuses: JSON text, but not an object
+TAG_LIMIT = 50  # the server's tag limit (pluto-api.md)
 
 
 def value(name: str, step: int) -> float:
@@ -103,8 +104,11 @@ def main(spec_path: str) -> int:
         config = BAD_CONFIG
     elif spec.get("bad") == "huge_config":
         config = huge_config()
+    tags = list(spec["tags"])
+    if spec.get("bad") == "too_many_tags":  # past the server's 50-tag limit: init() refuses
+        tags += [f"extra-{i}" for i in range(TAG_LIMIT + 1 - len(tags))]
     if role == "trainer":
-        kwargs.update(run_id=spec["run_id"], config=config, tags=list(spec["tags"]))
+        kwargs.update(run_id=spec["run_id"], config=config, tags=tags)
     elif role == "fork":
         kwargs.update(run_id=spec["run_id"], config=config, tags=list(spec["tags"]),
                       fork_run_id=spec["parent"], fork_step=spec["fork_step"])
