@@ -42,6 +42,18 @@ BATCH_FILES = 32  # files per presign request
 URL_FRESH_MS = 50 * 60 * 1000  # a kept URL is used while younger (they expire after 1 h)
 SLICE_S = 2.0  # a run's turn in a pass, between batches
 
+_copies: dict[str, threading.Lock] = {}
+_copies_guard = threading.Lock()
+
+
+def copy_lock(copy: str) -> threading.Lock:
+    """One lock per copy key (``<journal id>:<run key>``) in this process: copies of a journal
+    pushed together deliver its files one batch at a time, each batch from ledger read to
+    ``filesDelivered``. Without it a copy reading the ledger while another uploads finds a row
+    without bytes yet, and presigns again: a second row (docs/media.md, "Exactly once")."""
+    with _copies_guard:
+        return _copies.setdefault(copy, threading.Lock())
+
 
 @dataclass
 class _Due:
@@ -151,19 +163,25 @@ class FileLane:
             return False
         assert self.client is not None and row.server_id is not None
         sid, copy = row.server_id, ledger.copy_key(j.id, row.key)
-        with finalstate.run_lock(row.project, row.run_id):
-            delivered, sending = filewire.ledger_marks(self.client, sid, copy)
-            done = [f.id for f in ready if f.id <= delivered]
-            if done:
-                filerows.set_state(j, done, "done")
-                log.info("run %s/%s: %d file(s) were delivered by another copy of this "
-                         "journal; not sent again", row.project, row.name or row.run_id,
-                         len(done))
-            rest = [f for f in ready if f.id > delivered]
-            uploads = self._presigned(j, row, rest, sending)
-        for f, url in uploads:
-            self._upload(j, f, url)
-        self._note_delivered(j, row, delivered)
+        lock = copy_lock(copy)
+        if not lock.acquire(blocking=False):
+            return False  # another copy is delivering these files: its ledger mark tells
+        try:
+            with finalstate.run_lock(row.project, row.run_id):
+                delivered, sending = filewire.ledger_marks(self.client, sid, copy)
+                done = [f.id for f in ready if f.id <= delivered]
+                if done:
+                    filerows.set_state(j, done, "done")
+                    log.info("run %s/%s: %d file(s) were delivered by another copy of this "
+                             "journal; not sent again", row.project, row.name or row.run_id,
+                             len(done))
+                rest = [f for f in ready if f.id > delivered]
+                uploads = self._presigned(j, row, rest, sending)
+            for f, url in uploads:
+                self._upload(j, f, url)
+            self._note_delivered(j, row, delivered)
+        finally:
+            lock.release()
         return True
 
     def _presigned(self, j: journal.Journal, row: journal.RunRow, files: list[FileRow],

@@ -1,8 +1,9 @@
 """Copies of one journal, and journals of one run that set the same config and tags (issue 8).
 
-- An export taken while the job ran, another after it ended, and the original journal later:
-  string series (which the server keeps every copy of) arrive exactly once, pushed one after
-  another or together.
+- An export taken while the job ran, another after it ended, and the original journal:
+  string series (which the server keeps every copy of) arrive exactly once, pushed one by one
+  in time order or in another order, or together. (Console lines, histograms and files:
+  test_journal_copies_kinds.py.)
 - Config keys and tags set by several journals: the value set last **by event time** stays on
   the server, whatever order the journals arrive in.
 """
@@ -11,16 +12,18 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from pluto_offline import journal
 from pluto_offline.journal import history
-from tests.chaos.oracle import server_strings
 from tests.daemon.test_many_journals import push, the_run
 from tests.daemon.test_sdk_jobs import finished, job, steps
 from tests.fixtures.daemon import DaemonProcess, JournalBuilder, wait_for
-from tests.fixtures.server import LEDGER_KEY, user_config
+from tests.fixtures.server import LEDGER_KEY, LocalServer, user_config
 from tests.ops.conftest import cli
 
 COPIED = """
@@ -37,13 +40,22 @@ COPIED = """
 """
 
 
-def _copies(tmp_path):
-    """The job's journal and two exports of it: taken at step 10 while it ran, and after."""
+def take_copies(tmp_path: Path, code: str = COPIED,
+                ready: Callable[[Path], None] | None = None) -> tuple[Path, Path, Path]:
+    """Run ``code`` (a job that prints "half" then waits for the file $GATE) and return its
+    journal and two exports of it: x0 taken while it waits (once ``ready(journal)`` returns),
+    x1 after it ended."""
     src = tmp_path / "node"
     gate = tmp_path / "gate"
-    proc = job(src, COPIED, GATE=str(gate))
-    assert proc.stdout.readline().strip() == b"half"
+    proc = job(src, code, GATE=str(gate), HERE=str(tmp_path))
+    for line in proc.stdout:  # the job's own stdout (console capture passes it through)
+        if line.strip() == b"half":
+            break
+    else:
+        raise AssertionError(f"the job ended before its midpoint (exit {proc.wait()})")
     time.sleep(0.3)  # the writer thread commits the first half
+    if ready is not None:
+        ready(src)
     x0, x1 = tmp_path / "carry" / "x0.db", tmp_path / "carry" / "x1.db"
     x0.parent.mkdir()
     res = cli("export", "--dir", str(src), "--out", str(x0))
@@ -55,23 +67,49 @@ def _copies(tmp_path):
     return src, x0, x1
 
 
-def _notes(server, run) -> list[tuple[str, int, str]]:
-    return sorted(server_strings(server, int(run["id"])))
+def data_rows(server: LocalServer, run: dict, log_name: str | None = None) -> list[dict]:
+    """The data rows (string series, histograms...) the server holds for a run, duplicates
+    kept, by time: its own read endpoint (docs/server.md), which returns what was stored."""
+    params: dict[str, Any] = {"runId": run["id"], "projectName": run.get("projectName", "proj")}
+    if log_name is not None:
+        params["logName"] = log_name
+    r = server.request("GET", "/api/runs/data", params=params)
+    assert r.status_code == 200, r.text
+    return r.json()["data"]
 
 
-@pytest.mark.parametrize("order", ["one-by-one", "together"])
+def _notes(server: LocalServer, run: dict) -> list[tuple[str, int, str]]:
+    # every data row of the run, not only "note": a stray row would show here too
+    return sorted((r["logName"], r["step"], r["data"]) for r in data_rows(server, run))
+
+
+# the export taken while the job ran (x0), the one taken after it ended (x1) and the original
+# journal (src), pushed one by one in these orders (indexes into (x0, x1, src)), or together
+ORDERS = {"x0-x1-src": (0, 1, 2), "src-x1-x0": (2, 1, 0), "x1-src-x0": (1, 2, 0),
+          "together": None}
+
+
+def push_copies(server: LocalServer, where: Path, copies: tuple[Path, ...], order: str) -> None:
+    """Push ``copies`` in ``order`` (a key of ORDERS): one push each, or one push of all."""
+    seq = ORDERS[order]
+    if seq is None:
+        p = push(server, where / "p", *copies)
+        assert p.proc.returncode == 0, p.log()
+        return
+    for k in seq:
+        p = push(server, where / f"p{k}", copies[k])
+        assert p.proc.returncode == 0, p.log()
+
+
+@pytest.mark.parametrize("order", list(ORDERS))
 def test_copies_of_one_journal_deliver_each_string_once(tmp_path, pluto_server, order):
-    src, x0, x1 = _copies(tmp_path)
+    """An export at step 10, another after the end and the original journal, pushed in time
+    order, in two other orders or together: each string once, at its step."""
+    src, x0, x1 = take_copies(tmp_path)
     with journal.Journal.open(x0, readonly=True) as j:
         assert len([e for r in journal.all_runs(j) for e in
                     journal.pending_events(j, r.key, after=0) if e.kind == "data"]) >= 1
-    if order == "together":
-        p = push(pluto_server, tmp_path / "p", x0, x1, src)
-        assert p.proc.returncode == 0, p.log()
-    else:
-        for k, what in enumerate((x0, x1, src)):
-            p = push(pluto_server, tmp_path / f"p{k}", what)
-            assert p.proc.returncode == 0, p.log()
+    push_copies(pluto_server, tmp_path, (x0, x1, src), order)
     run = the_run(pluto_server)
     assert run["status"] == "COMPLETED"
     assert steps(pluto_server, run, "train/loss") == list(range(20))
