@@ -15,6 +15,7 @@ import time
 
 from pluto_offline.journal.logs import append_logs, last_line_number
 from pluto_offline.journal.store import Journal, JournalError
+from pluto_offline.journal.writes import latest_time
 
 COMMIT_S = 0.05
 RETRY_S = 1.0
@@ -33,6 +34,9 @@ class LogSink:
         self._told: set[str] = set()
         self.j: Journal | None = None
         self.line = 0
+        # lines are timed as the writer times records: never before the run's latest time
+        # (a clock stepped back), so the server, which reads lines by time, keeps their order
+        self._t_last = 0
         try:
             self.j = Journal.open(journal, create=False)
             if run_id is not None and not _names(self.j, run, run_id):
@@ -43,6 +47,7 @@ class LogSink:
                           "was replaced): console lines are shown but not journaled")
                 return
             self.line = last_line_number(self.j, run)
+            self._t_last = latest_time(self.j, run)
         except (JournalError, sqlite3.Error, OSError) as exc:
             self._say("open", f"cannot open the journal ({exc}): console lines are shown but "
                       "not journaled")
@@ -50,7 +55,7 @@ class LogSink:
     def add(self, messages: list[str], log_type: str) -> None:
         if not messages or self.j is None:
             return
-        t = time.time_ns() // 1_000_000
+        t = self._t_last = max(time.time_ns() // 1_000_000, self._t_last)
         start = self.line + 1
         self.line += len(messages)
         if not self.pending:

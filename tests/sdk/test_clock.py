@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -56,20 +57,24 @@ def clock_shim(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 JOB = """
-import pathlib, sys, pluto_offline as pluto
+import pathlib, sys, time, pluto_offline as pluto
 behind = pathlib.Path(sys.argv[2])
 run = pluto.init(dir=sys.argv[1], project="proj", run_id="clock", resume=sys.argv[3] == "resume")
 if sys.argv[3] == "start":
     for s in range(1, 101):
         run.log({"v": 1.0}, step=s)
     run.flush()
+    before = time.time()
     behind.write_text("3600")  # the clock is stepped back one hour, mid-run
+    print(before, time.time())  # the job's clock before and after the step
     for s in range(91, 101):
         run.log({"v": 2.0}, step=s)
 else:  # resumed while the clock is still an hour behind
+    print(time.time())
     for s in range(91, 101):
         run.log({"v": 3.0}, step=s)
 """
+HOUR = pytest.approx(3600, abs=300)  # the step, give or take the time the job takes
 
 
 def _delivered(server, jdir: Path) -> dict:
@@ -83,9 +88,12 @@ def _delivered(server, jdir: Path) -> dict:
 
 
 def _times(jdir: Path) -> list[int]:
-    """Every time the journal holds for the run, in journal order (events and records)."""
+    """Every time the job's writers journaled for the run, in journal order (events and
+    records; console lines, journaled by a helper process on its own schedule, apart)."""
     out = []
     for e in events(jdir):
+        if e.kind == "logs":
+            continue
         out.append(e.time)
         if e.kind == "metrics":
             out += [t for _, t, _ in journal.unpack_metrics(e.payload)]
@@ -99,13 +107,19 @@ def test_a_clock_stepped_back_never_makes_a_later_log_of_a_step_lose(
     env = {"LD_PRELOAD": str(clock_shim), "CLOCK_BEHIND_FILE": str(behind)}
     r = run_child(JOB, str(jdir), str(behind), "start", **env)
     assert r.returncode == 0, r.stderr
+    before, after = map(float, r.stdout.split())
+    assert before - after == HOUR  # the job's clock really went back: the test is not vacuous
     assert _delivered(pluto_server_module, jdir)["v"] == {
         s: 1.0 if s <= 90 else 2.0 for s in range(1, 101)}
 
     r = run_child(JOB, str(jdir), str(behind), "resume", **env)
     assert r.returncode == 0, r.stderr
+    assert time.time() - float(r.stdout) == HOUR  # resumed with its clock still behind
     run = _delivered(pluto_server_module, jdir)
     assert run["v"] == {s: 1.0 if s <= 90 else 3.0 for s in range(1, 101)}
     assert run["status"] == "COMPLETED"  # the resume's end, timed after the first job's
     times = _times(jdir)
     assert times == sorted(times)  # journal order is time order, whatever the clock did
+    # each job printed one line with its clock behind: timed in order, not an hour back
+    lines = [e.time for e in events(jdir) if e.kind == "logs"]
+    assert len(lines) == 2 and lines == sorted(lines) and lines[0] >= times[0], (lines, times)
