@@ -37,6 +37,9 @@ from typing import Any
 
 import psutil
 
+from pluto_offline.journal import shareable
+from pluto_offline.journal.shareable import SECRET_NAMES, no_password
+
 GIT_TIMEOUT_S = 2.0
 NVCC_TIMEOUT_S = 2.0
 # Where InfiniBand devices are listed (sysfs); tests point it at a tree of their own.
@@ -44,8 +47,7 @@ INFINIBAND_ROOT = "/sys/class/infiniband"
 _NCCL_PREFIXES = ("NCCL_", "TORCH_NCCL_", "FI_", "OFI_", "UCX_")
 _NCCL_KEYS = ("TORCH_DISTRIBUTED_DEBUG", "TORCH_CPP_LOG_LEVEL", "TORCH_SHOW_CPP_STACKTRACES",
               "GLOO_SOCKET_IFNAME")
-_MASKED = ("TOKEN", "SECRET", "PASSWORD", "PASSWD", "API_KEY", "APIKEY", "CREDENTIAL",
-           "PRIVATE_KEY", "ACCESS_KEY")
+_MASKED = SECRET_NAMES
 _DIST = re.compile(r"^(?P<name>[^-]+)-(?P<version>[^-]+?)(?:-py[\d.]+)?\.(?:dist|egg)-info$")
 _requirements: list[str] | None = None  # per process: sys.path rarely changes
 _nvcc_release: str | None = None  # per process: "" when there is none
@@ -283,16 +285,23 @@ def _git(cwd: str) -> dict[str, Any]:
         d["dirty"] = bool(status)
     url = git("config", "--get", "remote.origin.url")
     if url:
-        d["url"] = re.sub(r"(://[^:/@]+:)[^@]+@", r"\1***@", url)  # no password in a URL
+        d["url"] = no_password(url)
     return d
+
+
+def shareable_settings(settings: dict | None) -> dict[str, Any]:
+    """``journal.shareable.shareable_settings`` with this process's API key."""
+    from pluto_offline.console.redact import api_key_from_env
+
+    return shareable.shareable_settings(settings, api_key_from_env())
 
 
 def logger_settings(settings: dict | None, *, project: str, flush_interval: float,
                     console_on: bool, sanitize: bool, sys_on: bool,
                     sys_interval: float) -> dict[str, Any]:
     """The run's effective settings, sent as ``loggerSettings`` (the stock SDK sends its whole
-    settings object there): the defaults this SDK used, under what the job passed. Never a
-    key or a URL: nothing of the kind is a setting here."""
+    settings object there): the defaults this SDK used, under what the job passed, less what
+    ``shareable_settings`` leaves out (never a key nor the webhook URL)."""
     from pluto_offline import __name__ as package
 
     effective: dict[str, Any] = {
@@ -301,4 +310,4 @@ def logger_settings(settings: dict | None, *, project: str, flush_interval: floa
         "sanitize_logs": sanitize, "disable_system_metrics": not sys_on,
         "x_sys_sampling_interval": sys_interval,
     }
-    return effective | {k: v for k, v in (settings or {}).items() if not k.startswith("_")}
+    return effective | shareable_settings(settings)

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from pluto_offline import journal
+from pluto_offline.journal.shareable import shareable_settings
 from syncd import finalstate, runstate, shared
 from syncd.client import ClientError, PlutoClient, RejectedError, TransientError
 from syncd.cursor import Hold, RunCtx
@@ -73,9 +74,12 @@ class Opening:
         # before we could tell a conflict. It follows in a config update once the run is ours.
         if p.get("settings") or p.get("logger"):  # the effective settings, the job's on top
             logger = p.get("logger") if isinstance(p.get("logger"), dict) else {}
-            body["loggerSettings"] = json.dumps(
-                {**logger, **p["settings"]} if isinstance(p.get("settings"), dict)
-                else p["settings"] or logger)
+            settings = ({**logger, **p["settings"]} if isinstance(p.get("settings"), dict)
+                        else p["settings"] or logger)
+            # never the webhook URL nor a credential, whatever SDK wrote this journal
+            body["loggerSettings"] = json.dumps(shareable_settings(
+                settings, self.client.settings.api_key) if isinstance(settings, dict)
+                else settings)
         # Who created the run: a later copy of this journal (an air-gap carry exported again)
         # recognises the run as its own instead of calling it a conflict, and a journal that
         # was only attaching (resume=True) leaves the run's own journal free to attach later.

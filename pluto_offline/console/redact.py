@@ -31,9 +31,10 @@ import re
 from collections.abc import Callable
 from typing import NamedTuple
 
+from pluto_offline.journal.shareable import MIN_KEY_LEN
+
 REDACTED = "***REDACTED***"
 KEY_ENV = ("PLUTO_API_KEY", "MLOP_API_TOKEN")
-MIN_KEY_LEN = 8  # a shorter "key" would redact ordinary words
 
 _NAMES = ("password|passwd|secret|secret_key|api_key|apikey|access_token|auth_token|token|"
           "db_password|client_secret")

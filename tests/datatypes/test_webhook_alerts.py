@@ -8,6 +8,7 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import pluto.query as pq
 import pytest
 from pluto.api import make_compat_webhook_v1
 
@@ -114,6 +115,41 @@ def test_a_webhook_alert_is_the_stock_message_once_without_the_key(tmp_path, plu
     assert "webhook" not in plain
     assert SECRET not in d.log() and "s3cret" not in d.log()
     assert pluto_server.get_run(sid)["status"] == "COMPLETED"
+
+
+def test_the_webhook_setting_never_reaches_the_pluto_server(tmp_path, pluto_server, hook):
+    """A job passes its Slack webhook (and a proxy with a password) as settings: the webhook
+    still gets the alert, but the run's loggerSettings on the server, and every byte of the
+    server's data directory, hold neither; the job's other settings do arrive."""
+    h = hook()
+    proxy = "http://bob:pr0xyPassw0rd@proxy.example:3128"
+    code, _, err = jobs.run(tmp_path / "j", f"""
+        run = pluto.init(name="s", run_id="s1", settings={{
+            "url_webhook": "{h.url}{SECRET}", "https_proxy": "{proxy}", "mine": 1}})
+        run.alert("via the setting", remote=False)
+        run.finish()
+    """, PLUTO_DISABLE_SYSTEM_METRICS="1")
+    assert code == 0, err
+    d = DaemonProcess(pluto_server, tmp_path / "j", "--exit-when-idle")
+    assert d.wait(60) == 0, d.log()
+    assert [path for path, _, _ in h.got] == [SECRET]  # the setting is still the job's
+    client = pq.Client(api_token=pluto_server.api_key, host=pluto_server.url)
+    try:
+        run = client.get_run("proj", "PRO-1")
+    finally:
+        client.close()
+    settings = run["loggerSettings"]
+    settings = json.loads(settings) if isinstance(settings, str) else settings
+    assert settings["mine"] == 1 and settings["mode"] == "offline"  # the settings did arrive
+    assert "url_webhook" not in settings
+    assert settings["https_proxy"] == "http://bob:***@proxy.example:3128"
+    assert "s3cret" not in json.dumps(run) and "pr0xyPassw0rd" not in json.dumps(run)
+    # nor anywhere the server keeps anything: its database, its write-ahead log, its log
+    files = [p for p in pluto_server.data_dir.rglob("*") if p.is_file()]
+    assert any(p.name == "pluto-server.db-wal" for p in files)
+    for path in files:
+        raw = path.read_bytes()
+        assert b"s3cretT0ken" not in raw and b"pr0xyPassw0rd" not in raw, path
 
 
 def test_a_refusing_or_failing_webhook_never_stops_the_run(tmp_path, pluto_server, hook):
