@@ -2,7 +2,7 @@
 
 PNG and WAV need only the standard library (``zlib``, ``wave``), so a daemon recovering a killed
 job's images and clips needs no imaging package. GIF needs Pillow; without it
-:class:`EncoderMissing` names the extra to install.
+:class:`EncoderMissing` names the packages to install.
 
     >>> png = encode_png(b"\\x00\\xff\\x00", width=1, height=1, channels=3)
     >>> png[:8] == PNG_MAGIC
@@ -19,11 +19,14 @@ import zlib
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # channels -> PNG colour type (ISO 15948 table 6.1): grey, grey+alpha, RGB, RGBA
 _COLOUR = {1: 0, 2: 4, 3: 2, 4: 6}
-MEDIA_EXTRA = "pip install 'pluto-offline[media]'"
+# What to install, as a command that works: pluto-offline is not on PyPI (README), so the extra
+# only exists for an install from a clone; the packages themselves can always be installed.
+MEDIA_EXTRA = ("pip install numpy Pillow (or, in a pluto-offline clone: "
+               "pip install '.[media]')")
 
 
 class EncoderMissing(RuntimeError):
-    """An optional encoder package is not installed; the message names the extra."""
+    """An optional encoder package is not installed; the message says what to install."""
 
 
 def encode_png(pixels: bytes | memoryview, *, width: int, height: int, channels: int,

@@ -40,7 +40,7 @@ def convert(value: Any) -> kinds.File:
     raw = getattr(value, "_bytes", None)
     if name == "Image":
         ours._data = raw
-        if value._image == "file" and path:
+        if _is(value._image, "file") and path:
             ours._path = path
         elif raw is None:
             ours._data = value._image  # a PIL image (made by the stock constructor), a figure
@@ -49,7 +49,7 @@ def convert(value: Any) -> kinds.File:
         ours._rate = value._rate
         ours._data = raw
         held = value._audio if name == "Audio" else value._video
-        if held == "file" and path:
+        if _is(held, "file") and path:
             ours._path = path
         elif raw is None:
             ours._data = value._audio if name == "Audio" else getattr(value, "_data", None)
@@ -72,6 +72,12 @@ def convert(value: Any) -> kinds.File:
             getattr(ours, "_bytes", b"") is None:
         raise ValueError(f"a stock {name} with nothing to send")
     return ours
+
+
+def _is(held: Any, marker: str) -> bool:
+    """Whether a stock object's ``_image``/``_audio``/``_video`` is the string ``marker``: it
+    may hold the data itself (a numpy waveform, whose ``==`` compares elementwise)."""
+    return isinstance(held, str) and held == marker
 
 
 def _base(value: Any) -> str | None:
