@@ -8,7 +8,7 @@ the state changes always try, as their callers need the answer. Meanwhile ``log(
 records in the spill file; when that is full they are dropped, and counted here per reason
 (``spill.DROP_REASONS``), for the spill header and the journal's ``dropped`` table::
 
-    outage.failed(exc)        # a fold failed: back off
+    outage.failed(exc)        # a fold failed: back off (outage.failures counts them)
     if outage.ready(): ...    # time to try again
     outage.drop(exc)          # True for the first record dropped
     outage.recovered()        # a fold went through: (records dropped so far, reason) or None
@@ -29,12 +29,15 @@ class Outage:
     """Backoff and drop counts of one writer. Not thread-safe on its own: ``drop`` runs under
     the run's append lock, the rest under its fold lock; a torn read only delays a retry."""
 
-    __slots__ = ("error", "counts", "journaled", "_delay", "_retry_at")
+    __slots__ = ("error", "counts", "journaled", "failures", "_delay", "_retry_at")
 
     def __init__(self) -> None:
         self.error: Exception | None = None  # the last fold's error while it lasts
         self.counts = [0, 0, 0]  # records dropped, per DROP_REASONS
         self.journaled = (0, 0, 0)  # the counts the journal holds
+        # folds that failed in this writer's life: how often a full disk was tried (debugging;
+        # bounded by the backoff, never one per log() call)
+        self.failures = 0
         self._delay = 0.0
         self._retry_at = 0.0
 
@@ -45,6 +48,7 @@ class Outage:
     def failed(self, exc: Exception) -> None:
         """A fold failed with ``exc``: wait longer before the next try."""
         self.error = exc
+        self.failures += 1
         self._delay = min(CAP_S, self._delay * 2 or FIRST_S)
         self._retry_at = time.monotonic() + self._delay
 

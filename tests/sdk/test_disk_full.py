@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from pluto_offline import journal
+from pluto_offline.outage import CAP_S, FIRST_S
 from tests.fixtures.daemon import DaemonProcess
 
 from .conftest import child_env, run_child
@@ -184,6 +185,60 @@ run.close()
         row = journal.find_run(j, project="full", run_id="eval")
     assert [p["step"] for p in pluto_server.metrics(row.server_id, "full", "acc")] == [7]
     assert pluto_server.get_run(row.server_id)["status"] == "RUNNING"
+
+
+def most_tries(elapsed: float) -> int:
+    """The folds the backoff lets through in ``elapsed`` seconds of a full disk: one at once,
+    then one each time a delay has passed (``FIRST_S`` doubling up to ``CAP_S``)."""
+    tries, waited, delay = 1, 0.0, 0.0
+    while True:
+        delay = min(CAP_S, delay * 2 or FIRST_S)
+        waited += delay
+        if waited > elapsed:
+            return tries
+        tries += 1
+
+
+def test_while_the_disk_is_full_log_does_not_retry_the_fold_per_call(small_disk):
+    """20,000 log() calls on a full disk (the spill fills, then records are dropped): the
+    journal is tried as the backoff allows, not by every call (each try re-reads the spill
+    and fails a transaction: ~1,400x slower log() in issue 12 item 14)."""
+    code = FILL + """
+import json, os, sys, time, pluto_offline as pluto
+d = sys.argv[1]
+run = pluto.init(dir=d + "/j", project="full", run_id="cheap",
+                 settings={"autostart": False, "flush_interval": 0.01})
+for s in range(100):
+    run.log(values(s), step=s)
+run.flush()
+fill(d)
+outage = run._outage                          # the writer's backoff and counts
+t0 = time.monotonic()
+before = outage.failures
+calls = 0
+for s in range(100, 20100):
+    run.log(values(s), step=s)
+    calls += 1
+    if outage.failures - before > 1000:       # retried per call: no need to wait for 20,000
+        break
+after = outage.failures                       # read before the clock: no later try counted
+elapsed = time.monotonic() - t0
+print(json.dumps({"calls": calls, "tries": after - before, "elapsed": elapsed,
+                  "dropped": outage.total()}))
+os.unlink(d + "/filler")
+run.finish()
+"""
+    r = run_child(code, str(small_disk))
+    assert r.returncode == 0, r.stdout + r.stderr
+    got = json.loads(r.stdout.splitlines()[-1])
+    # the disk really was full: folds failed, and the spill filled up to dropping records
+    # (a drop means log() reached the drain, where a per-call retry would happen)
+    assert got["tries"] > 0 and got["dropped"] > 0, got
+    # the writer thread checks the backoff outside the fold lock, so it may try once more in
+    # each window, right after log()'s drain did; plus one in flight when the clock started
+    bound = 2 * (most_tries(got["elapsed"]) + 1)
+    assert got["tries"] <= bound and got["calls"] == 20_000, got
+    assert bound < got["dropped"], got  # else the check says nothing: per call would pass
 
 
 _ = DaemonProcess  # (the push above is plutosync's own process, as a user runs it)
