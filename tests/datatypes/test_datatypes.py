@@ -99,3 +99,22 @@ def test_an_alert_after_the_end_is_ignored_and_levels_are_upper_case(tmp_path, l
             "SELECT payload FROM events WHERE kind = 'alert'")]
     assert [(a["body"], a["level"], a["title"]) for a in alerts] == [
         ("via text=", level.upper(), "pluto")]
+
+
+def test_an_alert_with_wait_never_sleeps(tmp_path):
+    """The stock SDK sleeps ``wait`` seconds in ``alert()``; here the call journals and
+    returns (an alert never holds up the training loop). 600 s asked: back long before."""
+    import time
+
+    import pluto_offline as pluto
+
+    run = pluto.init(dir=tmp_path, project="p", settings={"disable_console": True,
+                                                         "disable_system_metrics": True})
+    t0 = time.monotonic()
+    run.alert("slow down", title="throttle", wait=600)
+    assert time.monotonic() - t0 < 60  # not 600: nothing slept
+    run.finish()
+    with journal.Journal.open(tmp_path, readonly=True) as j:
+        [(payload,)] = j.conn.execute("SELECT payload FROM events WHERE kind = 'alert'")
+    assert (json.loads(payload)["title"], json.loads(payload)["body"]) == ("throttle",
+                                                                           "slow down")
