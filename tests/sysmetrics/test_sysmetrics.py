@@ -93,3 +93,15 @@ def test_off_no_sys_series_and_no_host_facts(tmp_path, pluto_server):
     meta = pluto_server.get_run(sid)["systemMetadata"]
     meta = json.loads(meta) if isinstance(meta, str) else meta
     assert set(meta) == {"plutoOffline"}
+
+
+def test_the_default_interval_is_the_installed_stock_sdks():
+    """Without ``x_sys_sampling_interval`` the sampler waits what the stock SDK's default
+    settings say (read from the installed pluto-ml, not copied), and the setting wins."""
+    from pluto.sets import Settings
+
+    from pluto_offline import sysmetrics
+
+    assert sysmetrics.interval(None) == Settings().x_sys_sampling_interval
+    assert sysmetrics.interval({"disable_console": True}) == Settings().x_sys_sampling_interval
+    assert sysmetrics.interval({"x_sys_sampling_interval": 0.5}) == 0.5
