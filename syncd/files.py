@@ -290,12 +290,7 @@ class FileLane:
         """Raise ``filesDelivered`` over the ids now done (stopping below any not done here,
         a lost file included: another copy may still deliver it)."""
         assert self.client is not None and row.server_id is not None
-        first_open = j.conn.execute(
-            "SELECT min(f.id) FROM files f LEFT JOIN file_delivery d ON d.id = f.id "
-            "WHERE f.run = ? AND coalesce(d.state, '') NOT IN ('done', 'rejected')",
-            (row.key,)).fetchone()[0]
-        top = (first_open - 1 if first_open is not None else j.conn.execute(
-            "SELECT coalesce(max(id), 0) FROM files WHERE run = ?", (row.key,)).fetchone()[0])
+        top = filerows.delivered_through(j, row.key)
         if top > before:
             try:
                 filewire.note(self.client, row.server_id, filewire.FILES_DELIVERED,

@@ -212,6 +212,20 @@ def blocking(j: Journal, run: int, seq: int) -> int:
                           f"AND {_OPEN}", (run, seq)).fetchone()[0]
 
 
+def delivered_through(j: Journal, run: int) -> int:
+    """The highest file id of the run such that it and every id below it are done or refused
+    (0 for none): what the run's ledger may call delivered (``filesDelivered``). A file not
+    done here stops it, a lost one included: another copy of the journal may deliver it.
+
+    One statement, so one snapshot: a writer folding new files in meanwhile can never make
+    them count as delivered (read as two queries, "none open" then "the highest id", a fold
+    landing between the two did: chaos seed 1117)."""
+    first_open, last = j.conn.execute(
+        "SELECT min(CASE WHEN coalesce(d.state, '') NOT IN ('done', 'rejected') THEN f.id END), "
+        f"coalesce(max(f.id), 0) {_FROM} WHERE f.run = ?", (run,)).fetchone()
+    return first_open - 1 if first_open is not None else last
+
+
 def set_state(j: Journal, ids: Iterable[int], state: str, *, url: dict[int, str] | None = None,
               reason: str | None = None, resent: bool = False) -> None:
     """Record the delivery state of files (one transaction)."""
