@@ -6,6 +6,7 @@ every failure into one of four typed errors, so callers decide what to do by typ
 - :class:`TransientError`: connection errors, timeouts, 5xx, 408, 429 (try again later);
 - :class:`AuthError`: 401/403, or an ingest 422 about the key (fix the key; keep everything);
   :class:`ProxyAuthError`, one of them: a proxy in the way asks for its credentials (407);
+  :class:`WrongUrlError`, another: a create answered 404, so the address has no Pluto API;
 - :class:`RejectedError`: any other 4xx that carries the Pluto server's error shape (a JSON
   object with ``error`` or ``message``): this request will never succeed as is.
 
@@ -43,6 +44,7 @@ from syncd.client_errors import (  # noqa: F401 (the errors are part of the clie
     ProxyAuthError,
     RejectedError,
     TransientError,
+    WrongUrlError,
 )
 from syncd.settings import Settings
 
@@ -75,7 +77,14 @@ class PlutoClient:
 
     # ------------------------------------------------------------------ api service
     def create_run(self, body: dict[str, Any]) -> dict[str, Any]:
-        return _with_run_id(self._api("POST", "/api/runs/create", body), "/api/runs/create")
+        """Raises :class:`WrongUrlError` for a 404: a Pluto server never answers a create so."""
+        try:
+            answer = self._api("POST", "/api/runs/create", body)
+        except RejectedError as exc:
+            if exc.code == 404:
+                raise WrongUrlError(exc.code, exc.reason, self.settings.api_url) from None
+            raise
+        return _with_run_id(answer, "/api/runs/create")
 
     def resume_run(self, body: dict[str, Any]) -> dict[str, Any]:
         return _with_run_id(self._api("POST", "/api/runs/resume", body), "/api/runs/resume")

@@ -84,6 +84,27 @@ class ProxyAuthError(AuthError):
                 "no proxy")
 
 
+class WrongUrlError(AuthError):
+    """The address has no Pluto API: ``POST /api/runs/create``, which a Pluto server never
+    answers "not found" (pluto-api.md: a missing project is created, a missing fork parent is
+    a 400), answered 404. Handled like a refused key: fix the address, everything is kept."""
+
+    def __init__(self, code: int | None, reason: str, url: str = "") -> None:
+        super().__init__(code, reason)
+        self.url = url
+
+    def problem(self) -> str:
+        return (f"{self.url or 'the server'} has no Pluto API: creating a run there answered "
+                f"HTTP {self.code} ({self.reason})")
+
+    def short(self) -> str:
+        return "the server address is wrong (HTTP 404 on create)"
+
+    def fix(self) -> str:
+        return ("set --server / PLUTO_URL_API to the server's base address, without a path "
+                "such as /api (e.g. http://HOST:3001)")
+
+
 class RejectedError(ClientError):
     """The server refused this request for good (a 4xx other than auth)."""
 

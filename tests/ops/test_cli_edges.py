@@ -96,6 +96,29 @@ def test_push_with_a_refused_key_says_so_once_with_advice_for_push(tmp_path, plu
     assert "restart plutosync" not in res.stderr and "next try" not in res.stderr
 
 
+def test_a_server_address_with_a_path_refuses_nothing_and_says_to_fix_it(tmp_path, pluto_server):
+    """``--server http://host:port/api`` (the address plus the API's path): the server answers
+    the create 404, which a Pluto server never answers a create. Taken as a refusal, every
+    event of the run was recorded rejected for good; it is a wrong address, handled like a
+    refused key: said once with the fix, nothing rejected, delivered once the address is right."""
+    _journal(tmp_path / "j").close()
+    wrong = pluto_server.url + "/api"
+    env = clean_env(PLUTO_API_KEY=pluto_server.api_key)
+    res = cli("push", "--server", wrong, str(tmp_path / "j"), env=env)
+    assert res.returncode == 1, res.stderr
+    said = (f"{wrong} has no Pluto API: creating a run there answered HTTP 404 (Not found): set "
+            "--server / PLUTO_URL_API to the server's base address, without a path such as /api "
+            "(e.g. http://HOST:3001), then run `plutosync push` again; nothing was dropped")
+    assert res.stderr.count(said) == 1, res.stderr
+    assert "refused" not in res.stderr.replace("nothing was dropped", ""), res.stderr
+    status = json.loads(cli("status", "--json", "--dir", str(tmp_path / "j"), env=env).stdout)
+    assert [r["rejected"] for r in status] == [0], status
+    res = cli("push", "--server", pluto_server.url, str(tmp_path / "j"), env=env)
+    assert res.returncode == 0, res.stderr
+    [run] = pluto_server.list_runs("proj")
+    assert pluto_server.get_run(run["id"])["status"] == "COMPLETED"
+
+
 # --------------------------------------------------------------------------- 12: serve
 
 def test_serve_on_a_busy_port_exits_2_and_creates_nothing(tmp_path):
