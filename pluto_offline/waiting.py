@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 from pluto_offline import autostart
-from pluto_offline.journal import Journal
+from pluto_offline.journal import Journal, daemon_exit
+from pluto_offline.journal.delivery import waits_for_restart
 from pluto_offline.journal.progress import Progress, progress
 
 logger = logging.getLogger("pluto_offline")
@@ -82,14 +83,25 @@ def delivering(journal_file: Path) -> bool:
     return autostart.daemon_pid(journal_file) is not None or autostart.starting(journal_file)
 
 
+def held_past(p: Progress | None, deadline: float) -> bool:
+    """Waiting longer cannot help: the daemon waits for a fix and a restart (a refused key, a
+    wrong address), or said it tries again only after ``deadline`` (epoch s)."""
+    if p is None or not p.last_error:
+        return False
+    return waits_for_restart(p.last_error) or (p.next_try is not None and p.next_try > deadline)
+
+
 def until_delivered(targets: list[Target], timeout: float) -> list[tuple[Target, Progress | None]]:
-    """Wait until every target is delivered, ``timeout`` seconds pass, or no plutosync
-    delivers those left; returns those left with their progress (empty: all delivered)."""
+    """Wait until every target is delivered, ``timeout`` seconds pass, no plutosync delivers
+    those left, or the daemon's next try on each of them is after the timeout; returns those
+    left with their progress (empty: all delivered)."""
     deadline = time.monotonic() + timeout
+    wall_deadline = time.time() + timeout
     while True:
         left = [(t, p) for t in targets if not delivered(p := read(t))]
         if (not left or time.monotonic() >= deadline
-                or not any(delivering(t.journal_file) for t, _ in left)):
+                or not any(delivering(t.journal_file) for t, _ in left)
+                or all(held_past(p, wall_deadline) for _, p in left)):
             return left
         time.sleep(POLL_S)
 
@@ -98,7 +110,13 @@ def report(left: list[tuple[Target, Progress | None]], timeout: float, how: str)
     """One line per run left after a wait, saying what is left and why (stderr)."""
     for t, p in left:
         what = f"{p.pending} events" if p is not None and p.pending else "its create"
-        if not delivering(t.journal_file):
+        gone = daemon_exit.read(t.journal_file)
+        if p is not None and p.last_error and waits_for_restart(p.last_error):
+            why = f"not delivered: {p.last_error}"  # the daemon's words: what to fix
+        elif not delivering(t.journal_file) and gone is not None:
+            why = (f"not delivered: the plutosync this job started exited (exit {gone.code}): "
+                   f"{gone.reason} — see {gone.log}")
+        elif not delivering(t.journal_file):
             why = "no plutosync is delivering it, so there was nothing to wait for"
         else:
             why = f"not delivered after {timeout:g} s"

@@ -11,6 +11,8 @@ The messages never carry the key: the client scrubs the reasons it puts in them.
 
 from __future__ import annotations
 
+from pluto_offline.journal.delivery import WAITS_FOR_RESTART
+
 
 class ClientError(Exception):
     """A request failed; ``code`` is the HTTP status or None for a network failure."""
@@ -53,8 +55,7 @@ class AuthError(ClientError):
         return "set a valid PLUTO_API_KEY for this server"
 
     def describe(self) -> str:
-        return (f"{self.problem()}: {self.fix()}, and restart plutosync; nothing is dropped "
-                "meanwhile")
+        return f"{self.problem()}: {self.fix()}, {WAITS_FOR_RESTART}"
 
     def describe_once(self, command: str) -> str:
         return (f"{self.problem()}: {self.fix()}, then run `plutosync {command}` again; "

@@ -9,6 +9,16 @@ from typing import Any
 from pluto_offline.journal.forks import forked
 from pluto_offline.journal.store import Event, Journal, RunRow, _run_rows, now_ms
 
+# How a daemon's ``last_error`` ends when it waits for a fix and a restart (a refused key, a
+# proxy asking for its login, a wrong server address): it cannot deliver until then, so a job
+# waiting for delivery (``finish(timeout=)``) stops at once.
+WAITS_FOR_RESTART = "and restart plutosync; nothing is dropped meanwhile"
+
+
+def waits_for_restart(last_error: str | None) -> bool:
+    """Whether a recorded ``last_error`` says the daemon cannot deliver until restarted."""
+    return bool(last_error) and last_error.endswith(WAITS_FOR_RESTART)
+
 
 def runs_with_pending(j: Journal) -> list[RunRow]:
     """Runs that have events after their acknowledged seq, oldest first."""

@@ -98,3 +98,22 @@ def test_a_bad_timeout_is_refused_before_the_run_ends(jdir):
         pluto.wait(timeout="5")
     run.log({"x": 1.0})  # still open
     run.finish()
+
+
+def test_a_refused_key_ends_the_wait_and_says_why(jdir, pluto_server):
+    """The daemon's next try after a refused key is a minute or more away (it waits for a
+    fix): finish(timeout=3600) returns as soon as the daemon said so, with its words."""
+    with DaemonProcess(pluto_server, jdir, env={"PLUTO_API_KEY": "plt_not_the_right_key_123"}):
+        proc = start_job("""
+            run = pluto.init(dir=D, project="proj", name="ci", run_id="ci-1",
+                             settings={"autostart": False})
+            gate("locked")
+            run.log({"loss": 1.0})
+            run.finish(timeout=3600)   # would outlast the test's own timeout if it waited
+        """, jdir)
+        wait_for(lambda: (status_row(jdir) or {}).get("daemon_pid"), what="the daemon's lock")
+        open_gate(jdir, "locked")
+        _, err = ended(proc, timeout=60)
+    assert ("pluto_offline: finish(timeout=3600): run ci (id ci-1): not delivered: the server "
+            "refused the API key (HTTP 401: ") in err, err
+    assert "nothing to wait for" not in err, err
