@@ -14,6 +14,18 @@ from pathlib import Path
 log = logging.getLogger("plutosync")
 
 
+class _ShutdownRace(logging.Filter):
+    """watchdog's inotify emitter logs an ERROR when it reads once more after its observer was
+    stopped (a race in its own shutdown, harmless: the daemon is exiting). In plutosync.log it
+    read as a failure of ours; other watchdog messages pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "called when the thread is inactive" not in record.getMessage()
+
+
+_FILTER = _ShutdownRace()
+
+
 class Watcher:
     def __init__(self, journal_file: Path, wake: threading.Event) -> None:
         self.journal_file = journal_file
@@ -28,6 +40,9 @@ class Watcher:
         except ImportError:
             log.info("watchdog is not installed: polling the journal for changes")
             return False
+        inotify_log = logging.getLogger("watchdog.observers.inotify")
+        if _FILTER not in inotify_log.filters:
+            inotify_log.addFilter(_FILTER)
         name = self.journal_file.name
         wake = self.wake
 
