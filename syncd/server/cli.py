@@ -120,7 +120,7 @@ def serve(args: argparse.Namespace) -> int:
 
     banner = [
         f"plutosync serve: listening on {url} (data: {db.path})",
-        f"  PLUTO_URL_API={url} PLUTO_URL_INGEST={url} PLUTO_URL_PY={url}",
+        f"  export PLUTO_URL_API={url} PLUTO_URL_INGEST={url} PLUTO_URL_PY={url}",
     ]
     if fresh_key:
         banner.append(f"  new API key (shown once): {fresh_key}")

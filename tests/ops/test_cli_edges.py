@@ -138,6 +138,8 @@ def test_serve_on_a_busy_port_exits_2_and_creates_nothing(tmp_path):
     assert not data.exists()  # no directory, no pluto-server.db, objects/ or url-secret
     first = _serve_banner(data)
     assert "new API key (shown once): plt_" in first
+    # the address line pastes into a shell as it is, reaching plutosync and jobs started there
+    assert "\n  export PLUTO_URL_API=http://127.0.0.1:" in first, first
     assert oct(data.stat().st_mode & 0o777) == "0o700"
     assert oct((data / "pluto-server.db").stat().st_mode & 0o777) == "0o600"  # it holds keys
     again = _serve_banner(data)
