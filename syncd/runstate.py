@@ -144,8 +144,8 @@ def journal_status(j: journal.Journal) -> list[RunStatus]:
 
 
 def _add_files(j: journal.Journal, rows: list[RunStatus]) -> None:
-    """Each run's logged files (docs/media.md): a run with files still to upload, or refused,
-    is not synced; lost ones are listed with their reason."""
+    """Each run's logged files (docs/media.md): a run with files still to upload, refused or
+    lost (never deliverable) is not synced; lost ones are listed with their reason."""
     counts = filerows.counts(j)
     lost: dict[int, list[dict]] = {}
     for f in filerows.lost_files(j):
@@ -156,7 +156,7 @@ def _add_files(j: journal.Journal, rows: list[RunStatus]) -> None:
         if c is None:
             continue
         row.files = {**asdict(c), "lost_files": lost.get(run.key, [])}
-        row.synced = row.synced and not c.pending and not c.rejected
+        row.synced = row.synced and not c.pending and not c.rejected and not c.lost
 
 
 def live_run_keys(j: journal.Journal) -> set[int]:
@@ -175,6 +175,7 @@ def summary(rows: list[RunStatus]) -> dict[str, int]:
         "pending": sum(r.pending > 0 for r in rows),
         "reassert": sum(r.reassert_due is not None for r in rows),
         "rejected": sum(r.rejected > 0 for r in rows),
+        "lost": sum(r.files.get("lost", 0) > 0 for r in rows),
         "running": sum(r.state == "running" for r in rows),
     }
 

@@ -61,7 +61,7 @@ SQLite schema is a pluto-offline journal's, exports included, checked read-only 
 are skipped; -v names them). Default: the journal in PLUTO_DIR. Several journals go in
 parallel. Progress: a bar per journal counting its events and, for a journal with files to
 upload (images, artifacts), one counting their bytes, with the speed; then a table per journal
-(runs, events delivered, refused and left; files delivered and their bytes).
+(runs, events delivered, refused and left; files delivered and their bytes, left and lost).
 
 Delivery state is kept in each journal, so pushing the same journal again sends nothing new.
 A journal that a live plutosync delivers is left to it: push asks it to try now and follows
@@ -72,12 +72,14 @@ refused for it. Events the server refuses for good are recorded and listed, with
 by an earlier push or plutosync run; they are sent again only with --retry-rejected (once their
 cause is fixed: listed before, and any refused again after). A journal that is empty, damaged
 or not a journal is named with the reason and what to do, and the others are still delivered;
-so are the runs of a damaged journal that can still be read.
+so are the runs of a damaged journal that can still be read. Files lost before they were
+staged (a source changed or deleted first, the staging quota) can never be delivered: each run
+with any is listed, with the count and the reason, on every push of the journal.
 
-exit codes: 0 everything delivered, 1 something is left, was refused by the server or could
-not be read (listed with the reason), 2 bad usage, a PATH with no journal in it, or one this
-user may not read or deliver (another user's journal: run as that user) — the journals found
-elsewhere are still delivered."""
+exit codes: 0 everything delivered, 1 something is left, was refused by the server, was lost
+before it was staged or could not be read (listed with the reason), 2 bad usage, a PATH with
+no journal in it, or one this user may not read or deliver (another user's journal: run as that
+user) — the journals found elsewhere are still delivered."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -159,10 +161,25 @@ def _files(done: int, of: int) -> str:
     return f"{done}/{of} file{'s' * (of != 1)}"
 
 
+def _bad_usage(args: argparse.Namespace) -> str | None:
+    """What is wrong with ``--jobs`` / ``--timeout``, with the range they take; None: nothing."""
+    if args.jobs < 1:
+        return (f"--jobs {args.jobs}: give 1 or more journals to deliver in parallel "
+                "(default 4)")
+    if not args.timeout >= 0:  # nan too: it would never compare as past the deadline
+        return (f"--timeout {args.timeout:g}: give 0 (keep trying) or more seconds "
+                f"(default {DEFAULT_TIMEOUT_S:.0f})")
+    return None
+
+
 def main(args: argparse.Namespace) -> int:
     # a terminal wraps what does not fit; a log file or a pipe gets whole lines (paths intact)
     tty = sys.stderr.isatty()
     console = Console(stderr=True, soft_wrap=not tty)
+    wrong = _bad_usage(args)
+    if wrong is not None:  # before anything else: nothing is searched or sent
+        console.print(f"plutosync push: {wrong}", markup=False, soft_wrap=True)
+        return 2
     if not (os.environ.get("PLUTO_API_KEY") or os.environ.get("MLOP_API_KEY")):
         console.print("plutosync push: PLUTO_API_KEY is not set: export the API key of your "
                       "Pluto server (Settings → API keys) in the shell that runs plutosync "
@@ -232,7 +249,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         with Live(console=console, get_renderable=frame, refresh_per_second=10,
                   transient=False):
-            with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+            with ThreadPoolExecutor(max_workers=args.jobs) as pool:
                 outcomes = list(pool.map(one, files))
     finally:
         signal.signal(signal.SIGINT, previous)
@@ -248,7 +265,8 @@ def main(args: argparse.Namespace) -> int:
 def _summary(console: Console, outcomes: list[Outcome]) -> None:
     tty = sys.stdout.isatty()
     table = Table(title="plutosync push")
-    with_files = any(o.files or o.files_delivered or o.files_left for o in outcomes)
+    with_files = any(o.files or o.files_delivered or o.files_left or o.files_lost
+                     for o in outcomes)
     for col in ("journal", "runs", "delivered", "rejected", "left") + ("files",) * with_files:
         table.add_column(col, justify="left" if col == "journal" else "right",
                          no_wrap=not tty and col == "journal")
@@ -260,9 +278,10 @@ def _summary(console: Console, outcomes: list[Outcome]) -> None:
         # a terminal gets a cut name; a log or a pipe the whole path, never cut
         cells = [_short(o.path) if tty else _where(o.path), str(o.runs), str(o.delivered),
                  rejected, left]
-        if with_files:  # files delivered (their bytes), and any left
+        if with_files:  # files delivered (their bytes), and any left or lost
             cells.append(f"{o.files_delivered} ({decimal(o.bytes_delivered)})"
-                         + (f", {o.files_left} left" if o.files_left else ""))
+                         + (f", {o.files_left} left" if o.files_left else "")
+                         + (f", {o.files_lost} lost" if o.files_lost else ""))
         table.add_row(*cells)
     widest = max((len(_where(o.path)) for o in outcomes), default=0)
     Console(width=None if tty else max(200, widest + 80)).print(table)
@@ -274,6 +293,8 @@ def _summary(console: Console, outcomes: list[Outcome]) -> None:
                           soft_wrap=True)
         for line in o.rejections:
             console.print(f"rejected in {_where(o.path)}: {line}", markup=False, soft_wrap=True)
+        for line in o.lost:
+            console.print(f"lost in {_where(o.path)}: {line}", markup=False, soft_wrap=True)
         for line in o.problems:
             console.print(f"not delivered from {_where(o.path)}: {line}", markup=False,
                           soft_wrap=True)
@@ -302,6 +323,11 @@ def _summary(console: Console, outcomes: list[Outcome]) -> None:
     files_left = sum(o.files_left for o in outcomes)
     if files_left:
         parts.append(f"{files_left} file{'s' * (files_left != 1)} left to upload")
+    lost = sum(o.files_lost for o in outcomes)
+    if lost:
+        were = "files lost before they were" if lost != 1 else "file lost before it was"
+        parts.append(f"{lost} {were} staged, never deliverable (listed above; `plutosync "
+                     "status` names each)")
     unsettled = sum(o.unsettled for o in outcomes)
     if unsettled:
         parts.append(f"{unsettled} run{'s' * (unsettled != 1)} to re-assert")

@@ -30,6 +30,7 @@ from syncd.commands.push_journal import (
     _bar_label,
     _label,
     _rejection_lines,
+    account_lost,
     file_totals,
 )
 from syncd.daemon import HURRY_SIGNAL
@@ -85,6 +86,7 @@ def follow(file: Path, pid: int | None, timeout: float | None, stop: threading.E
         if transfer is not None and bar is not None:
             _show(transfer, bar, files, after, final=True)
         _account(j, out, started, stop)
+        account_lost(j, out)
     return out
 
 

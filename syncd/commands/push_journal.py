@@ -57,11 +57,16 @@ class Outcome:
     files_delivered: int = 0  # ... delivered during it, and their bytes
     bytes_delivered: int = 0
     files_left: int = 0  # files not delivered when it ended (staged or not)
+    # files that can never be delivered (a source changed or deleted before it was staged,
+    # the staging quota): a push never calls such a journal delivered, a repeat one included
+    files_lost: int = 0
+    lost: list[str] = field(default_factory=list)  # one line per run with lost files
 
     @property
     def clean(self) -> bool:
         return (self.left == 0 and not self.unsettled and not self.failed
-                and not self.rejected and not self.rejected_before and not self.files_left)
+                and not self.rejected and not self.rejected_before and not self.files_left
+                and not self.files_lost)
 
     def fail(self, message: str, *, failed: bool = True) -> None:
         self.problems.append(message)
@@ -75,6 +80,23 @@ class FileTotals:
     open_bytes: int = 0  # the staged bytes of those
     done: int = 0  # files delivered, and their bytes
     done_bytes: int = 0
+
+
+def account_lost(j: journal.Journal, out: Outcome) -> None:
+    """The journal's lost files (docs/media.md), one line per run: how many, and the reason of
+    the first (``plutosync status`` names each)."""
+    labels = {r.key: _label(r) for r in journal.all_runs(j)}
+    by_run: dict[int, list[dict]] = {}
+    for f in filerows.lost_files(j):
+        by_run.setdefault(f["run"], []).append(f)
+    out.files_lost = sum(len(rows) for rows in by_run.values())
+    out.lost = []
+    for run, rows in by_run.items():
+        n = len(rows)
+        what = "1 file lost before it was" if n == 1 else f"{n} files lost before they were"
+        first = rows[0]
+        out.lost.append(f"{labels.get(run, f'run {run}')}: {what} staged: {first['reason']} "
+                        f"(log name {first['log_name']!r})")
 
 
 def file_totals(j: journal.Journal) -> FileTotals:
@@ -225,6 +247,7 @@ def _deliver(j: journal.Journal, settings: settings_mod.Settings, stop: threadin
     if transfer is not None and bar is not None:  # as the journal says (files found done too)
         transfer.set(bar, out.bytes_delivered, out.files_delivered, final=True)
     _account(j, out, started, stop, replayer)
+    account_lost(j, out)  # after recovery and delivery: a killed job's files are staged by now
     if tried is not None:
         _account_retried(j, out, tried)
 

@@ -27,7 +27,9 @@ Show every run in one or more journals: its local state, and how many of its eve
 pending (not yet acknowledged by the server), delivered, or rejected for good.
 
 A run is "synced" only when nothing is pending and nothing was rejected. Rejected events are
-listed with the server's reason under the table; they are never dropped silently. A run whose
+listed with the server's reason under the table; they are never dropped silently. Nor is a
+logged file lost before it was staged (its source changed or deleted first, the staging quota):
+a run with any is not synced, and each is listed with the reason. A run whose
 request got no answer is not synced until plutosync has sent its final config/tags/status
 again, once that request can no longer land late (three request timeouts later).
 
@@ -48,8 +50,9 @@ examples:
 
 Before any job wrote the default journal: "no runs yet (journal: PATH)" (--json: []), exit 0.
 
-exit codes: 0 shown (also with pending events unless --check), 1 --check found pending or
-rejected events, 2 a journal could not be read (or a --dir holds none)."""
+exit codes: 0 shown (also with pending events unless --check), 1 --check found a run not
+synced (pending or rejected events, files left, refused or lost), 2 a journal could not be read
+(or a --dir holds none)."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -60,7 +63,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true",
                    help="print a JSON list of runs (stable keys, see docs/cli.md) instead of a table")
     p.add_argument("--check", action="store_true",
-                   help="exit 1 when any run has pending or rejected events (for scripts)")
+                   help="exit 1 when any run is not synced: pending or rejected events, files "
+                        "left, refused or lost (for scripts)")
     p.set_defaults(func=run)
 
 
@@ -152,6 +156,10 @@ def _print_table(rows: list[runstate.RunStatus], files: list[Path]) -> None:
         table.add_column(col, overflow="fold")
     for col in ("pending", "delivered", "rejected"):
         table.add_column(col, justify="right")
+    # files lost before they were staged: a column only where there are any (as push's files)
+    lost_col = any(r.files.get("lost") for r in rows)
+    if lost_col:
+        table.add_column("lost files", justify="right")
     table.add_column("synced")
     state_style = {"running": "cyan", "finished": "green", "killed": "red", "failed": "red"}
     notes: list[str] = []
@@ -162,6 +170,9 @@ def _print_table(rows: list[runstate.RunStatus], files: list[Path]) -> None:
                  str(r.pending), str(r.delivered),
                  f"[red]{r.rejected}[/]" if r.rejected else "0",
                  "[green]yes[/]" if r.synced else "[yellow]no[/]"]
+        if lost_col:
+            lost = r.files.get("lost", 0)
+            cells.insert(-1, f"[red]{lost}[/]" if lost else "0")
         if several:
             cells.insert(0, escape(runstate.journal_label(Path(r.journal))))
         table.add_row(*cells)
@@ -207,6 +218,8 @@ def _print_table(rows: list[runstate.RunStatus], files: list[Path]) -> None:
         parts.append(f"{c['reassert']} to re-assert")
     if c["rejected"]:
         parts.append(f"{c['rejected']} with rejected events")
+    if c["lost"]:
+        parts.append(f"{c['lost']} with lost files")
     if c["running"]:
         parts.append(f"{c['running']} running")
     console.print(", ".join(parts))
