@@ -350,7 +350,9 @@ class Run(StateChanges, RunEnd, RunInfo, RunAlerts):
     def _warn_once(self, key: tuple, message: str) -> None:
         if key not in self._warned:
             self._warned.add(key)
-            logger.warning(message)
+            # every SDK warning names its source, as the module's own do
+            logger.warning(message if message.startswith("pluto_offline")
+                           else f"pluto_offline: {message}")
 
     def _read_delivery(self) -> tuple | None:
         with self._lock:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sqlite3
 from dataclasses import asdict
 
@@ -40,6 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--older-than", metavar="AGE",
                    help=f"a number and a unit: s, m, h, d or w (default: ${retention.ENV_AGE}, "
                    f"else {retention.DEFAULT_AGE})")
+    # argparse takes "-5d" for an unknown option ("expected one argument"): let every "-" and
+    # digit be a value, so that a negative age gets the message below
+    p._negative_number_matcher = re.compile(r"^-\.?\d")
     p.add_argument("--dry-run", action="store_true",
                    help="only count what would be deleted; the journal is opened read-only")
     p.add_argument("--json", action="store_true", help="print the result as a JSON object")
@@ -53,12 +57,20 @@ def _age(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
+def _older_than(text: str | None) -> float:
+    """--older-than in seconds, else the default age; ValueError says which forms are read."""
+    if text is None:
+        return retention.default_age_s()
+    if text.strip().startswith("-"):
+        raise ValueError(f"--older-than {text}: an age cannot be negative: write a number and a "
+                         "unit, s (seconds), m (minutes), h (hours), d (days) or w (weeks), e.g. "
+                         "7d or 12h; 0 prunes every acknowledged event of finished runs")
+    return retention.parse_duration(text)  # its message lists the forms it reads
+
+
 def run(args: argparse.Namespace) -> int:
     try:
-        if args.older_than is not None:
-            age = retention.parse_duration(args.older_than)
-        else:
-            age = retention.default_age_s()
+        age = _older_than(args.older_than)
     except ValueError as exc:
         return fail("prune", str(exc))
     file = journal_file(args.dir)

@@ -82,7 +82,7 @@ other.finish()
                 "(control characters, line breaks or non-ASCII spaces): journaled as "
                 f"{became!r}, a name of its own (no two names share one)")
         assert r.stderr.count(line) == 1, r.stderr
-    assert r.stderr.count(f"log(): key '  ' is blank: journaled as {blank!r}") == 1
+    assert r.stderr.count(f"pluto_offline: log(): key '  ' is blank: journaled as {blank!r}") == 1
     name = clean_chars("tab\there")
     assert r.stderr.count("init(name=...): 'tab\\there' has characters that cannot be shown"
                           ) == 1
