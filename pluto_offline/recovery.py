@@ -188,29 +188,54 @@ def _report_killed(j: Journal) -> None:
     """
     from pluto_offline.journal import append_event
 
-    # a forked worker's writer dying is not the job dying (journal/forks.py)
-    candidates = [r[0] for r in j.conn.execute(
-        "SELECT DISTINCT run FROM writers WHERE ended_how = 'killed' AND id NOT LIKE ?",
-        (FORK_PREFIX + "%",))]
+    candidates = _killed_runs(j)
     if not candidates:
         return
-    from pluto_offline.journal import live_writer_ids as live_writers
-
-    live = live_writers(j)  # spill locks, and processes whose spill file was deleted
+    live = _live(j)
     for run in candidates:
         with j.transaction():
-            ids = [r[0] for r in j.conn.execute("SELECT id FROM writers WHERE run = ?", (run,))]
-            if set(ids) & live:
-                continue
-            last = j.conn.execute(
-                "SELECT kind, time FROM events WHERE run = ? AND kind IN ('create', 'resume', "
-                "'status') ORDER BY seq DESC LIMIT 1", (run,)).fetchone()
-            if last is None or last[0] == "status":
-                continue
-            noticed = j.conn.execute(
-                "SELECT max(ended_at) FROM writers WHERE run = ? AND ended_how = 'killed' AND "
-                "id NOT LIKE ?", (run, FORK_PREFIX + "%")).fetchone()[0]
-            if noticed is None or noticed < last[1]:
-                continue  # every death was known before the run's last open: reported then
-            at = j.conn.execute("SELECT max(time) FROM events WHERE run = ?", (run,)).fetchone()[0]
-            append_event(j, run, "status", time=at, payload=KILLED)
+            at = _kill_report_time(j, run, live)
+            if at is not None:
+                append_event(j, run, "status", time=at, payload=KILLED)
+
+
+def killed_unreported(j: Journal) -> set[int]:
+    """Runs whose kill :func:`_report_killed` has still to journal (read-only): until it does,
+    such a run is not delivered, though every event it has may be (a reader's check; the next
+    recovery reports it once the run's other writers, e.g. an eval job's, have exited)."""
+    candidates = _killed_runs(j)
+    if not candidates:
+        return set()
+    live = _live(j)
+    return {run for run in candidates if _kill_report_time(j, run, live) is not None}
+
+
+def _killed_runs(j: Journal) -> list[int]:
+    # a forked worker's writer dying is not the job dying (journal/forks.py)
+    return [r[0] for r in j.conn.execute(
+        "SELECT DISTINCT run FROM writers WHERE ended_how = 'killed' AND id NOT LIKE ?",
+        (FORK_PREFIX + "%",))]
+
+
+def _live(j: Journal) -> set[str]:
+    from pluto_offline.journal import live_writer_ids as live_writers
+
+    return live_writers(j)  # spill locks, and processes whose spill file was deleted
+
+
+def _kill_report_time(j: Journal, run: int, live: set[str]) -> int | None:
+    """When to time the run's kill report (its last event's time), or None: not due."""
+    ids = [r[0] for r in j.conn.execute("SELECT id FROM writers WHERE run = ?", (run,))]
+    if set(ids) & live:
+        return None
+    last = j.conn.execute(
+        "SELECT kind, time FROM events WHERE run = ? AND kind IN ('create', 'resume', "
+        "'status') ORDER BY seq DESC LIMIT 1", (run,)).fetchone()
+    if last is None or last[0] == "status":
+        return None
+    noticed = j.conn.execute(
+        "SELECT max(ended_at) FROM writers WHERE run = ? AND ended_how = 'killed' AND "
+        "id NOT LIKE ?", (run, FORK_PREFIX + "%")).fetchone()[0]
+    if noticed is None or noticed < last[1]:
+        return None  # every death was known before the run's last open: reported then
+    return j.conn.execute("SELECT max(time) FROM events WHERE run = ?", (run,)).fetchone()[0]

@@ -100,6 +100,9 @@ def journal_status(j: journal.Journal) -> list[RunStatus]:
     for w in journal.writers(j):
         by_run.setdefault(w["run"], []).append(w)
     lifecycle = journal.last_lifecycle(j)
+    # a killed writer's FAILED not journaled yet (its run's eval job was still running at the
+    # last recovery): the run is not delivered until it is (chaos seed 1016)
+    kills = journal.kills_to_report(j)
     rejections: dict[int, list[dict]] = {}
     for r in journal.rejected_events(j):
         rejections.setdefault(r["run"], []).append(
@@ -129,7 +132,8 @@ def journal_status(j: journal.Journal) -> list[RunStatus]:
             # acked events minus the rejected ones (rejected events are acked to move past them)
             delivered=max(0, c["total"] - c["pending"] - c["rejected"]),
             rejected=c["rejected"],
-            synced=c["pending"] == 0 and c["rejected"] == 0 and run.reassert_due is None,
+            synced=(c["pending"] == 0 and c["rejected"] == 0 and run.reassert_due is None
+                    and run.key not in kills),
             attempts=run.attempts,
             last_error=run.last_error,
             next_try=run.next_try,

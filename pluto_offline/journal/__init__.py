@@ -22,6 +22,7 @@ from pluto_offline.journal.delivery import (  # noqa: F401
     all_runs,
     clear_reassert,
     event_counts,
+    kills_to_report,
     last_event,
     last_lifecycle,
     lifecycle_time,

@@ -354,6 +354,14 @@ def live_writer_ids(j: Journal) -> set[str]:
     return recovery.live_writer_ids(j.spill_dir) | running_writers(j)
 
 
+def kills_to_report(j: Journal) -> set[int]:
+    """Keys of runs left by a killed writer whose FAILED ``{"reason": "killed"}`` the next
+    :func:`recover` is still to journal (read-only): not delivered until it has been."""
+    from pluto_offline import recovery
+
+    return recovery.killed_unreported(j)
+
+
 def recover(j: Journal) -> int:
     """Fold the spill files of dead writers into ``events`` and mark those writers ``killed``.
 

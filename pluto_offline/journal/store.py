@@ -267,6 +267,9 @@ def _set_wal(conn: sqlite3.Connection) -> None:
 def _explain(exc: sqlite3.DatabaseError, file: Path) -> JournalError:
     """Turn SQLite's terse errors into a message that says what to do."""
     msg = str(exc)
+    if "not a database" in msg and file.suffix != ".db":  # named by mistake, not damaged
+        return JournalError(f"{file} is not a journal ({msg}): give a journal.db, an export "
+                            "(.db), or the directory holding them")
     if "not a database" in msg or "malformed" in msg:
         return JournalError(
             f"journal {file} is damaged ({msg}); move it aside and restore it from a backup "

@@ -186,6 +186,11 @@ class Probe:
         if self.kind == "empty":
             return (f"{f} is {self.reason}: it is not a journal and holds nothing to deliver; "
                     "nothing was written to it. Delete it or move it aside")
+        if self.kind == "not-sqlite" and f.suffix != ".db":
+            # journals and exports are .db files: this one was named by mistake (a script, a
+            # log), not damaged
+            return (f"{f} is not a journal ({self.reason}): give a journal.db, an export "
+                    "(.db), or the directory holding them")
         if self.kind == "not-sqlite":
             return (f"journal {f} is damaged or is not a journal ({self.reason}); move it aside "
                     "and restore it from a backup or an earlier export (plutosync export)")

@@ -247,3 +247,22 @@ def test_push_beside_a_daemon_that_cannot_deliver_stops_at_its_timeout(tmp_path,
         assert "everything delivered" not in res.stderr
         assert daemon.proc.poll() is None  # left to go on
         assert daemon.terminate() == 0
+
+
+def test_a_file_that_is_no_journal_is_called_so_not_damaged(tmp_path):
+    """``plutosync push train.py`` (the script named by mistake): not "damaged, restore it
+    from a backup" — it is not a journal, and the line says what to give instead. A .db file
+    that is not SQLite may be a damaged journal, and is still called so."""
+    script = tmp_path / "train.py"
+    script.write_text("import pluto_offline\n")
+    said = ": give a journal.db, an export (.db), or the directory holding them"
+    for args in (("push", str(script)), ("status", "--dir", str(script))):
+        res = cli(*args, env=clean_env(PLUTO_API_KEY=BAD_KEY))
+        assert res.returncode != 0, res
+        assert f"{script} is not a journal (" in res.stderr and said in res.stderr, res.stderr
+        assert "damaged" not in res.stderr and "backup" not in res.stderr, res.stderr
+        assert script.read_text() == "import pluto_offline\n"  # never written
+    bad = tmp_path / "site-a.db"
+    bad.write_text("import pluto_offline\n")
+    res = cli("push", str(bad), env=clean_env(PLUTO_API_KEY=BAD_KEY))
+    assert f"journal {bad} is damaged or is not a journal" in res.stderr, res.stderr
