@@ -186,19 +186,26 @@ def test_a_fork_of_an_unsynced_parent_and_a_resume_by_display_id(tmp_path, pluto
 
 def test_heartbeats_keep_a_live_run_from_the_reaper(tmp_path):
     server = LocalServer(tmp_path / "srv", reaper=(1.0, 1.0)).start()
+    gate = tmp_path / "done"
     try:
+        # trains until the test has reaped: on a busy machine a fixed-length loop could end
+        # before the reap, and the run would read COMPLETED for the wrong reason
         trainer = job(tmp_path / "j", """
+            import os, pathlib
             run = pluto.init(name="slow", run_id="t-slow")
-            for i in range(30):
+            i = 0
+            while not pathlib.Path(os.environ["GATE"]).exists():
                 run.log({"x": i})
+                i += 1
                 time.sleep(0.1)
             run.finish()
-        """)
+        """, GATE=str(gate))
         with DaemonProcess(server, tmp_path / "j", "--heartbeat", "0.3") as d:
             wait_for(lambda: _created(tmp_path / "j", "t-slow"), what="the run")
-            time.sleep(1.5)
+            time.sleep(1.5)  # past the reaper's 1 s without a heartbeat
             server.reap()
             assert server_run(server, tmp_path / "j", "t-slow")["status"] == "RUNNING"
+            gate.touch()
             assert finished(trainer) == 0
             wait_for(lambda: server_run(server, tmp_path / "j", "t-slow")["status"]
                      == "COMPLETED", what="COMPLETED")
