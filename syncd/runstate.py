@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from pluto_offline import journal
-from pluto_offline.journal import drops, filerows
+from pluto_offline.journal import drops, filerows, staged
 from pluto_offline.journal.forks import forked
 from syncd import lock
 
@@ -160,7 +160,10 @@ def _add_files(j: journal.Journal, rows: list[RunStatus]) -> None:
         if c is None:
             continue
         row.files = {**asdict(c), "lost_files": lost.get(run.key, [])}
-        row.synced = row.synced and not c.pending and not c.rejected and not c.lost
+        # bytes only another copy holds (an export made before staging) are that copy's to
+        # deliver: listed, but not a loss of this journal's (chaos seed 1122)
+        lost_here = any(staged.lost_here(f["reason"]) for f in lost.get(run.key, []))
+        row.synced = row.synced and not c.pending and not c.rejected and not lost_here
 
 
 def live_run_keys(j: journal.Journal) -> set[int]:

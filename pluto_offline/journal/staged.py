@@ -230,6 +230,18 @@ def _source_chunks(path: str, stat: list[int]) -> Any:
             raise SourceChanged(f"{path} was changed while it was being staged")
 
 
+# The start of a lost file's reason when its bytes were never in this journal directory: a
+# copy exported before staging (the original journal delivers the file), or a job killed
+# inside log() (which had not returned: nothing was promised). Not a loss of this journal's.
+NOT_IN_THIS_COPY = "its data is not in this journal directory"
+
+
+def lost_here(reason: str | None) -> bool:
+    """Whether a lost file's ``reason`` is a loss of this journal's own (a source changed or
+    deleted before staging, the quota), not bytes only another copy holds."""
+    return bool(reason) and not reason.startswith(NOT_IN_THIS_COPY)
+
+
 def stage(j_dir: Path, source: dict[str, Any]) -> tuple[str, int]:
     """Stage one file from its ``source`` (a row's): ``(sha, size)``. Raises
     :class:`SourceChanged` (lost: a changed or deleted source, a torn incoming file) or
@@ -239,9 +251,9 @@ def stage(j_dir: Path, source: dict[str, Any]) -> tuple[str, int]:
         return store_blob(j_dir, _source_chunks(source["path"], source["stat"]))
     got = read_incoming(inc)
     if got is None:
-        raise SourceChanged("its data is not in this journal directory: the job was killed "
-                            "while logging it, or this is a copy of the journal made before "
-                            "it was staged (the original delivers it)")
+        raise SourceChanged(NOT_IN_THIS_COPY + ": the job was killed while logging it, or this "
+                            "is a copy of the journal made before it was staged (the original "
+                            "delivers it)")
     meta, payload = got
     data = encoders.encode(meta.get("how", "raw"), payload, meta.get("params") or {})
     return store_blob(j_dir, (data[i:i + CHUNK] for i in range(0, len(data), CHUNK)))
