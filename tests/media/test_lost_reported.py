@@ -172,3 +172,55 @@ def test_push_refuses_jobs_and_timeout_out_of_range():
         assert res.returncode == 2, (args, res.stderr)
         assert res.stderr.strip() == line, res.stderr
         assert res.stdout == ""
+
+
+def test_an_export_made_before_staging_is_not_a_loss_and_the_original_delivers(
+        tmp_path, pluto_server):
+    """A copy taken while a file's bytes were not staged yet holds the file's row without its
+    bytes: its push says nothing is lost (the original delivers the file) and exits 0 —
+    chaos seed 1122 pushed such a live export and was told "2 files lost" (exit 1). The job
+    kills itself right after the row is journaled, so the bytes are unstaged for certain."""
+    import signal
+    import sqlite3
+
+    jdir = tmp_path / "j"
+    big = 64 << 20  # staging (hash + copy) outlasts the kill below by far
+    proc = job(jdir, f"""
+        import os, signal
+        run = pluto.init(name="early", run_id="early")
+        run.log({{"loss": 0.5}}, step=0)
+        run.log({{"ckpt": pluto.Artifact(b"z" * {big})}}, step=0)
+        run.flush()                        # the row is journaled; its bytes are being staged
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    with journal.Journal.open(jdir, readonly=True) as j:
+        [(blob,)] = j.conn.execute("SELECT blob FROM files").fetchall()
+    assert blob is None  # not staged when the copy is taken: the case under test
+    # the journal file alone, copied as a user copies a database (SQLite's online backup):
+    # the file's row without its bytes, which are in the original's directory only
+    carry = tmp_path / "carry" / "x0.db"
+    carry.parent.mkdir()
+    src, dst = sqlite3.connect(jdir / "journal.db"), sqlite3.connect(carry)
+    with dst:
+        src.backup(dst)
+    src.close()
+    dst.close()
+
+    x0 = push(pluto_server, tmp_path, str(carry))
+    assert x0.wait(120) == 0, x0.log()
+    said = flat(x0)
+    assert "everything delivered" in said and "lost before" not in said, x0.log()
+    sid = server_id(carry, "early")
+    assert file_rows(pluto_server, sid) == 0  # the copy had no bytes to send
+
+    original = push(pluto_server, tmp_path, str(jdir))
+    assert original.wait(120) == 0, original.log()
+    assert file_rows(pluto_server, sid) == 1  # the original staged and delivered it, once
+    client = stock_client(pluto_server)
+    try:
+        [f] = client.get_files(PROJECT, sid, file_name="ckpt")
+        assert f["fileSize"] == big
+    finally:
+        client.close()
