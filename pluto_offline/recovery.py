@@ -199,14 +199,16 @@ def _report_killed(j: Journal) -> None:
                 append_event(j, run, "status", time=at, payload=KILLED)
 
 
-def killed_unreported(j: Journal) -> set[int]:
+def killed_unreported(j: Journal, live: set[str] | None = None) -> set[int]:
     """Runs whose kill :func:`_report_killed` has still to journal (read-only): until it does,
     such a run is not delivered, though every event it has may be (a reader's check; the next
-    recovery reports it once the run's other writers, e.g. an eval job's, have exited)."""
+    recovery reports it once the run's other writers, e.g. an eval job's, have exited).
+    ``live``: the live writer ids, when the caller has them already (else probed here)."""
     candidates = _killed_runs(j)
     if not candidates:
         return set()
-    live = _live(j)
+    if live is None:
+        live = _live(j)
     return {run for run in candidates if _kill_report_time(j, run, live) is not None}
 
 

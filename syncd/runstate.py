@@ -102,7 +102,7 @@ def journal_status(j: journal.Journal) -> list[RunStatus]:
     lifecycle = journal.last_lifecycle(j)
     # a killed writer's FAILED not journaled yet (its run's eval job was still running at the
     # last recovery): the run is not delivered until it is (chaos seed 1016)
-    kills = journal.kills_to_report(j)
+    kills = journal.kills_to_report(j, live_ids)
     rejections: dict[int, list[dict]] = {}
     for r in journal.rejected_events(j):
         rejections.setdefault(r["run"], []).append(

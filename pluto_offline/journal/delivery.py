@@ -354,12 +354,13 @@ def live_writer_ids(j: Journal) -> set[str]:
     return recovery.live_writer_ids(j.spill_dir) | running_writers(j)
 
 
-def kills_to_report(j: Journal) -> set[int]:
+def kills_to_report(j: Journal, live: set[str] | None = None) -> set[int]:
     """Keys of runs left by a killed writer whose FAILED ``{"reason": "killed"}`` the next
-    :func:`recover` is still to journal (read-only): not delivered until it has been."""
+    :func:`recover` is still to journal (read-only): not delivered until it has been.
+    ``live``: :func:`live_writer_ids`, when the caller has read it already."""
     from pluto_offline import recovery
 
-    return recovery.killed_unreported(j)
+    return recovery.killed_unreported(j, live)
 
 
 def recover(j: Journal) -> int:
