@@ -9,14 +9,16 @@ nothing it raises loses an event, because the acked seq only moves after an answ
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from pluto_offline import journal
 from pluto_offline.journal import filerows, history
 from syncd import alerts, finalstate, kinds, ledger, runstate, shared
-from syncd.client import RejectedError, TransientError
+from syncd.client import ClientError, RejectedError, TransientError
 from syncd.cursor import Cursor, Hold, RunCtx
 from syncd.ingest import Ingest
 from syncd.opening import OPENERS, Opening
@@ -122,6 +124,25 @@ class Delivery(Opening, Ingest):
             raise
         self.r.acked(ctx, ev.seq, 1, requests=sent)
 
+    @contextlib.contextmanager
+    def _marked_sent(self, row: journal.RunRow, ev: journal.Event) -> Iterator[None]:
+        """Mark an end sent before it goes, as an open is (opening.py): one an earlier
+        process sent and never heard back about may still be held by the server and land
+        after a later end of another journal (or of this one, after a resume), so its final
+        state is sent again later. Unmarked when the server answered (nothing left to land)."""
+        key = row.key
+        before = journal.sent_seq(self.j, key)
+        if before >= ev.seq and (key, ev.seq) not in self.r.ended_here:
+            self.r.ambiguous(key, "status", "status")
+        self.r.ended_here.add((key, ev.seq))
+        journal.mark_sent(self.j, key, ev.seq)
+        try:
+            yield
+        except ClientError as exc:
+            if not (isinstance(exc, TransientError) and exc.unanswered):
+                journal.unmark_sent(self.j, key, ev.seq, before)
+            raise
+
     def reassert(self, ctx: RunCtx, kinds: set[str]) -> None:
         """Send the run's final config / tags / terminal status again (see Replayer.ambiguous)."""
         row = ctx.row
@@ -134,19 +155,31 @@ class Delivery(Opening, Ingest):
             at = history.tags_time(self.j, row.key)
             shared.send_tags(self.client, self.j, row, sid, list(row.tags),
                              at if at is not None else row.created_at)
+        put = None
         if "status" in kinds:
-            # the run's latest status change in this journal, under the final-state rule
-            ev = journal.last_event(self.j, row.key, journal.LIFECYCLE_KINDS,
-                                    before=row.acked_seq + 1)
-            if ev is not None:
-                at = journal.lifecycle_time(self.j, row.key, ev.seq)
-                status = (ev.data() or {}).get("status") if ev.kind == "status" else None
-                if status in journal.TERMINAL_STATUSES:
-                    finalstate.end(self.client, sid, status, (ev.data() or {}).get("metadata"),
-                                   at)
-                elif ev.kind in _OPENERS:
-                    finalstate.opened(self.client, sid, at)
+            # the latest status change of the run: this journal's, or, when a late request
+            # replaced the marker, another journal's from the ledger
+            own = self._own_change(row)
+            put = finalstate.repair(self.client, sid, own,
+                                    ledgered=history.shared_run(self.j, row.key))
+            if put is not None and own is not None and put != own:
+                log.info("run %s: a late request had replaced its status; put back %s at %s, "
+                         "the run's latest status change (from another journal)", ctx.label,
+                         put.status, runstate.clock(put.time / 1000))
         log.info("run %s: final state re-asserted after an unanswered request", ctx.label)
+
+    def _own_change(self, row: journal.RunRow) -> finalstate.Change | None:
+        """This journal's latest delivered status change of the run (an open or an end)."""
+        ev = journal.last_event(self.j, row.key, journal.LIFECYCLE_KINDS,
+                                before=row.acked_seq + 1)
+        if ev is None:
+            return None
+        at = journal.lifecycle_time(self.j, row.key, ev.seq)
+        data = ev.data() or {}
+        if ev.kind == "status" and data.get("status") in journal.TERMINAL_STATUSES:
+            meta = data.get("metadata")
+            return finalstate.Change(at, data["status"], meta if isinstance(meta, dict) else None)
+        return finalstate.Change(at, "RUNNING") if ev.kind in _OPENERS else None
 
     def _status(self, ctx: RunCtx, ev: journal.Event, payload: dict) -> int:
         sid = ctx.server_id
@@ -159,12 +192,14 @@ class Delivery(Opening, Ingest):
                 at_ms=ev.time)
             return 1
         at = journal.lifecycle_time(self.j, ctx.row.key, ev.seq)
-        outcome = finalstate.end(self.client, sid, status,
-                                 metadata if isinstance(metadata, dict) else None, at)
+        change = finalstate.Change(at, status, metadata if isinstance(metadata, dict) else None)
+        sent = shared.record_change(self.client, self.j, ctx.row, sid, ev.seq, change)
+        with self._marked_sent(ctx.row, ev):
+            outcome = finalstate.end(self.client, sid, status, change.metadata, at)
         if outcome == "superseded":
             log.info("run %s: its %s at %s is older than a status change the server already "
                      "holds from another journal; left as is", ctx.label, status,
                      runstate.clock(at / 1000))
         else:
             log.info("run %s: delivered, status %s", ctx.label, status)
-        return 2
+        return sent + 2

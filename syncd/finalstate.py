@@ -16,6 +16,13 @@ server knows a later end: put it back) and :func:`end` skips a stale end (the se
 later end or a later open). A later end of lower severity than the server's (COMPLETED after
 FAILED) reopens the run first, since the server ignores it otherwise.
 
+Every request can also be held by a proxy or a slow server and applied after later ones: an
+open's RUNNING mark applied after another journal's end replaces that end's marker, and what
+the server knew of the other journal is lost from it. So for a run several journals may write,
+each change is first noted in the run's ledger (``lifecycle``, ledger.py), where nothing is
+ever replaced; the journal whose request got no answer later re-reads it and puts the run's
+latest change back (:func:`repair`).
+
 Limits: the read and the write are two requests, so two daemons delivering status changes of
 the same run at the same instant can interleave; clocks of different nodes are compared as
 they are (skew larger than the gap between two events can order them wrongly); a status set
@@ -31,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pluto_offline import journal
+from syncd import ledger
 from syncd.client import PlutoClient
 
 MARKER = "plutoOffline"
@@ -50,6 +58,33 @@ def run_lock(project: str, run_id: str) -> threading.RLock:
         return _locks.setdefault((project, run_id), threading.RLock())
 
 
+STATUS_FIELDS = ("status", "statusMetadata")
+
+
+@dataclass(frozen=True)
+class Change:
+    """One status change of a run: an open (``"RUNNING"``) or an end, at ``time`` (epoch
+    ms), with the end's own ``metadata``."""
+
+    time: int
+    status: str
+    metadata: dict | None = None
+
+    def rank(self) -> tuple[int, bool, int]:
+        """Later first; at the same ms an end over an open, a higher severity over a lower."""
+        return (self.time, self.status in journal.TERMINAL_STATUSES,
+                SEVERITY.get(self.status, 0))
+
+    @classmethod
+    def from_end(cls, end: Any) -> Change | None:
+        """From a marker's ``end`` (``{"time", "status", "metadata"}``), None if malformed."""
+        if not (isinstance(end, dict) and end.get("status") in journal.TERMINAL_STATUSES
+                and isinstance(end.get("time"), int) and not isinstance(end.get("time"), bool)):
+            return None
+        meta = end.get("metadata")
+        return cls(end["time"], end["status"], _own(meta))
+
+
 @dataclass(frozen=True)
 class ServerState:
     """What the server holds of a run's status (read from its details, never its config)."""
@@ -62,7 +97,10 @@ class ServerState:
 
     @classmethod
     def read(cls, client: PlutoClient, server_id: int) -> ServerState:
-        fields = client.run_fields(server_id, ("status", "statusMetadata"))
+        return cls.parse(client.run_fields(server_id, STATUS_FIELDS))
+
+    @classmethod
+    def parse(cls, fields: dict[str, Any]) -> ServerState:
         meta = fields.get("statusMetadata")
         if isinstance(meta, str):  # a server handing the JSON column back as text
             try:
@@ -79,6 +117,15 @@ class ServerState:
         else:
             last_end = mark.get("end") if isinstance(mark.get("end"), dict) else None
         return cls(fields.get("status"), meta, int(mark["time"]), status, last_end)
+
+    def marked(self) -> list[Change]:
+        """The changes the marker tells of: its own, and the end an open marker reopened."""
+        if self.mark_time is None or not isinstance(self.mark_status, str):
+            return []
+        if self.mark_status in journal.TERMINAL_STATUSES:
+            return [Change(self.mark_time, self.mark_status, _own(self.metadata))]
+        end = Change.from_end(self.last_end)
+        return [Change(self.mark_time, self.mark_status), *([end] if end else [])]
 
 
 def opened(client: PlutoClient, server_id: int, at: int) -> str:
@@ -120,11 +167,59 @@ def end(client: PlutoClient, server_id: int, status: str, metadata: dict | None,
         return "present"
     if state.mark_time is not None and state.mark_time > at:
         return "superseded"
+    _write_end(client, server_id, state, Change(at, status, metadata))
+    return "sent"
+
+
+def repair(client: PlutoClient, server_id: int, own: Change | None, *,
+           ledgered: bool) -> Change | None:
+    """Put back the run's latest status change after a request that may have landed late.
+
+    ``own`` is this journal's latest change; ``ledgered``: other journals may write the run,
+    whose changes are then read from the ledger too (``lifecycle``: one streamed read, past
+    the config). The latest of these and of the server's marker wins, as in :func:`end` and
+    :func:`opened`. Returns the change written, or None when the server holds it already.
+    """
+    fields = client.run_fields(
+        server_id, STATUS_FIELDS + ((ledger.LIFECYCLE_FIELD,) if ledgered else ()))
+    state = ServerState.parse(fields)
+    known = [*([own] if own else []), *state.marked(),
+             *(Change(*c) for c in ledger.changes(fields.get(ledger.LIFECYCLE_FIELD)))]
+    if not known:
+        return None
+    latest = max(known, key=Change.rank)
+    if latest.status in journal.TERMINAL_STATUSES:
+        if (state.status, state.mark_status, state.mark_time) == (
+                latest.status, latest.status, latest.time):
+            return None
+        _write_end(client, server_id, state, latest)
+        return latest
+    if (state.status, state.mark_status, state.mark_time) == ("RUNNING", "RUNNING", latest.time):
+        return None
+    ends = [c for c in known if c.status in journal.TERMINAL_STATUSES and c.time <= latest.time]
+    end = max(ends, key=Change.rank) if ends else None
+    marker = {"time": latest.time, "status": "RUNNING", "end": None if end is None else
+              {"time": end.time, "status": end.status, "metadata": end.metadata}}
+    client.update_status(server_id, "RUNNING", metadata=json.dumps({MARKER: marker}),
+                         at_ms=latest.time)
+    return latest
+
+
+def _write_end(client: PlutoClient, server_id: int, state: ServerState, change: Change) -> None:
     current = SEVERITY.get(state.status or "", 0)
-    if current > SEVERITY[status] and (state.mark_time is not None or state.status == "FAILED"):
+    if current > SEVERITY[change.status] and (state.mark_time is not None
+                                              or state.status == "FAILED"):
         # an earlier end of ours, or the reaper's FAILED (no marker) while we were offline:
         # the server would ignore a lower severity, so reopen first
-        client.update_status(server_id, "RUNNING", at_ms=at)
-    body = {**(metadata or {}), MARKER: {"time": at, "status": status}}
-    client.update_status(server_id, status, metadata=json.dumps(body), at_ms=at)
-    return "sent"
+        client.update_status(server_id, "RUNNING", at_ms=change.time)
+    body = {**(change.metadata or {}), MARKER: {"time": change.time, "status": change.status}}
+    client.update_status(server_id, change.status, metadata=json.dumps(body),
+                         at_ms=change.time)
+
+
+def _own(meta: Any) -> dict | None:
+    """An end's own metadata: the server's statusMetadata without the marker."""
+    if not isinstance(meta, dict):
+        return None
+    rest = {k: v for k, v in meta.items() if k != MARKER}
+    return rest or None

@@ -8,7 +8,10 @@ updates, so writers of different keys never overwrite each other)::
         "delivered": {"<journal id>:<run key>": 412},   # string series sent up to seq 412
         "sending": {"<journal id>:<run key>": 430},     # ... and a request up to 430 went out
         "configTimes": {"lr": 1732950000123, "opt": {"wd": 1732950000456}},
-        "tagsTime": 1732950000789, "tagsCreate": false, "firstCreate": 1732950000000}}
+        "tagsTime": 1732950000789, "tagsCreate": false, "firstCreate": 1732950000000,
+        "lifecycle": {"<journal id>:<run key>:<seq>": {"time": 1732950000999,
+                                                        "status": "TERMINATED",
+                                                        "metadata": {"signal": "SIGTERM"}}}}}
 
 - ``delivered``: the highest journal seq of records the server does not deduplicate (string
   series; pluto-api.md: ``/ingest/data`` keeps every line) that reached the server from a
@@ -24,6 +27,13 @@ updates, so writers of different keys never overwrite each other)::
   server came with a create. A create's tags count only if it is the run's first create by
   time (the server ignores the tags of a create that finds the run, pluto-api.md): tags that
   came with a create found not to be the first count for nothing.
+
+- ``lifecycle``: every status change (an open: ``"RUNNING"``; an end, with its metadata) any
+  journal delivered, noted before its status is written. The status marker (finalstate.py) is
+  last-writer-wins: a status request held by a proxy and applied after a later one replaces
+  it, and what another journal wrote there is lost with it. These entries are merged, never
+  replaced, so the journal whose request got no answer can work out the run's latest change
+  again (``finalstate.repair``).
 
 Everything unmarked (a run's config from the stock SDK or the UI) counts as older than any
 journaled event. Limits, as for the status marker (finalstate.py): a read and the write it
@@ -44,6 +54,9 @@ from syncd.client import PlutoClient
 
 KEY = "plutoOffline"
 _FIELD = f"config.{KEY}"
+LIFECYCLE_FIELD = f"config.{KEY}.lifecycle"
+# an end's metadata (a traceback) kept in the ledger up to this size; past it, the status only
+MAX_CHANGE_METADATA = 16 * 1024
 
 
 @dataclass
@@ -91,6 +104,37 @@ class Ledger:
 def copy_key(journal_id: str, run_key: int) -> str:
     """The ledger's name for one run of one journal (and of every copy of that journal)."""
     return f"{journal_id}:{run_key}"
+
+
+def change_key(journal_id: str, run_key: int, seq: int) -> str:
+    """The ledger's name for one status-changing event (the same in every copy of a journal)."""
+    return f"{copy_key(journal_id, run_key)}:{seq}"
+
+
+def record_change(client: PlutoClient, server_id: int, key: str, at: int, status: str,
+                  metadata: dict[str, Any] | None = None) -> None:
+    """Note a status change (``status`` at ``at`` ms; ``"RUNNING"`` for an open) in
+    ``lifecycle``. Sent again, or applied late, it changes nothing: the key is the event's."""
+    entry: dict[str, Any] = {"time": at, "status": status}
+    if metadata and len(json.dumps(metadata)) <= MAX_CHANGE_METADATA:
+        entry["metadata"] = metadata
+    client.update_config(server_id, json.dumps({KEY: {"lifecycle": {key: entry}}}))
+
+
+def changes(raw: Any) -> list[tuple[int, str, dict[str, Any] | None]]:
+    """``(time, status, metadata)`` of each well-formed ``lifecycle`` entry, as read back.
+
+    >>> changes({"a:1:2": {"time": 5, "status": "RUNNING"}, "bad": {"time": "x"}})
+    [(5, 'RUNNING', None)]
+    """
+    out = []
+    for entry in (raw.values() if isinstance(raw, dict) else ()):
+        if not isinstance(entry, dict) or not _is_int(entry.get("time")):
+            continue
+        status, meta = entry.get("status"), entry.get("metadata")
+        if isinstance(status, str):
+            out.append((entry["time"], status, meta if isinstance(meta, dict) else None))
+    return out
 
 
 def record_delivered(client: PlutoClient, server_id: int, copy: str, seq: int) -> None:

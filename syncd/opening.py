@@ -321,13 +321,15 @@ class Opening:
                      fields["display_id"] or fields["server_id"], fields["url"] or "")
         # the RUNNING mark sets the status too: one held past the timeout may land after the
         # run's end, as an open may (seed 1158)
+        sent = shared.record_change(self.client, self.j, ctx.row, fields["server_id"], ev.seq,
+                                    finalstate.Change(at, "RUNNING"))
         with self._noted_if_unanswered(ctx.row, "status"):
             if fresh:  # a new run: nothing on the server to compare with
                 finalstate.mark_open(self.client, fields["server_id"], at)
                 outcome = "running"
             else:
                 outcome = finalstate.opened(self.client, fields["server_id"], at)
-        self.r.acked(ctx, ev.seq, 1, requests=2)
+        self.r.acked(ctx, ev.seq, 1, requests=2 + sent)
         if outcome == "restored":
             log.info("run %s: its %s at %s is older than the end the server holds; that end "
                      "was put back", ctx.label, ev.kind, runstate.clock(at / 1000))

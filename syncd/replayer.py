@@ -99,6 +99,7 @@ class Replayer:
     given_up: dict[int, tuple[journal.RunRow, BaseException | str]] = field(default_factory=dict)
     moved: dict[int, int] = field(default_factory=dict)  # events acknowledged per run
     opened_here: set[int] = field(default_factory=set)  # runs this process sent an open for
+    ended_here: set[tuple[int, int]] = field(default_factory=set)  # (run, seq) of ends sent
 
     def __post_init__(self) -> None:
         self.delivery = Delivery(self)

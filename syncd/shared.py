@@ -15,7 +15,7 @@ from typing import Any
 from pluto_offline import journal
 from pluto_offline.journal import history
 from syncd import finalstate, ledger
-from syncd.client import PlutoClient
+from syncd.client import PlutoClient, RejectedError
 
 log = logging.getLogger("plutosync")
 
@@ -118,3 +118,21 @@ def record_data(client: PlutoClient, j: journal.Journal, row: journal.RunRow, se
                 seq: int) -> None:
     """Note on the server that string series up to ``seq`` were delivered."""
     ledger.record_delivered(client, server_id, ledger.copy_key(j.id, row.key), seq)
+
+
+def record_change(client: PlutoClient, j: journal.Journal, row: journal.RunRow,
+                  server_id: int, seq: int, change: finalstate.Change) -> int:
+    """Note a status change of a run other journals may write in its ledger, before its
+    status is written (``finalstate.repair`` reads it back). A refusal is logged and the
+    status still sent: without the note, only a late request can leave an older status.
+    Returns the number of requests sent."""
+    if not history.shared_run(j, row.key):
+        return 0
+    try:
+        ledger.record_change(client, server_id, ledger.change_key(j.id, row.key, seq),
+                             change.time, change.status, change.metadata)
+    except RejectedError as exc:
+        log.warning("run %s/%s: the server refused the note of its %s in plutoOffline.lifecycle "
+                    "(%s); the status is sent without it", row.project, row.name or row.run_id,
+                    change.status, exc.describe())
+    return 1

@@ -10,22 +10,16 @@ known to be dead.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pluto_offline
 from tests.chaos.oracle import journal_backlog
 from tests.chaos.procs import DaemonProc
+from tests.chaos.stalls import LATE, TIMEOUT, drain, settled, start_daemon, wait
 from tests.fixtures.server import LocalServer, user_config
-
-TIMEOUT = 1.0  # the daemon's HTTP timeout here (PLUTOSYNC_TIMEOUT)
-# A held create lands then: after the drain (the retry waits up to 1 s after the 1 s timeout,
-# full jitter), and before the re-assert (due 3 timeouts after the timeout, at 4 s).
-LATE = TIMEOUT + 2.0
 
 
 def test_stalled_update_does_not_overwrite_a_later_one(pluto_server: LocalServer,
@@ -37,7 +31,7 @@ def test_stalled_update_does_not_overwrite_a_later_one(pluto_server: LocalServer
     run.finish()
     pluto_server.fault("stall", path="/api/runs/config/update", count=1, seconds=TIMEOUT + 2)
     # ... and the daemon re-asserts the final config 3 timeouts after the unanswered one
-    server_run = _drain(pluto_server, tmp_path, "stall")
+    server_run = drain(pluto_server, tmp_path, "stall")
     assert pluto_server.faults()[0]["fired"] == 1
     assert user_config(server_run["config"]) == {"lr": 2}
 
@@ -51,44 +45,10 @@ def test_a_stalled_config_of_the_create_does_not_overwrite_a_later_one(
     run.update_config({"model": {"depth": 8}})
     run.finish()
     pluto_server.fault("stall", path="/api/runs/config/update", count=1, seconds=TIMEOUT + 2)
-    server_run = _drain(pluto_server, tmp_path, "stall-i")
+    server_run = drain(pluto_server, tmp_path, "stall-i")
     assert pluto_server.faults()[0]["fired"] == 1
     assert user_config(server_run["config"]) == {"model": {"depth": 8}}
     assert "a config request got no answer" in (tmp_path / "daemon.log").read_text()
-
-
-def _daemon(server: LocalServer, jdir: Path) -> DaemonProc:
-    """A started ``plutosync run`` on ``jdir`` with the short HTTP timeout."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PLUTO_")}
-    env.update(server.env(), PLUTOSYNC_TIMEOUT=str(TIMEOUT))
-    daemon = DaemonProc(jdir, env, jdir / "daemon.log")
-    daemon.start()
-    return daemon
-
-
-def _wait(done: Callable[[], bool], seconds: float, step: float) -> None:
-    deadline = time.monotonic() + seconds
-    while not done() and time.monotonic() < deadline:
-        time.sleep(step)
-
-
-def _settled(jdir: Path) -> bool:
-    """Nothing pending and no re-assert left: what a user's ``plutosync status`` calls synced."""
-    backlog = journal_backlog(jdir)
-    return not backlog["pending"] and not backlog["reasserts"]
-
-
-def _drain(server: LocalServer, jdir: Path, project: str) -> dict:
-    """Deliver the journal until it is settled (≤ 30 s); returns the project's run as the
-    server holds it then. The stalls here end before the re-assert is due, so by then the
-    late request has landed and been undone."""
-    daemon = _daemon(server, jdir)
-    try:
-        _wait(lambda: _settled(jdir), 30, 0.1)
-    finally:
-        daemon.stop()
-    assert _settled(jdir), journal_backlog(jdir)
-    return server.list_runs(project)[0]
 
 
 def test_stalled_create_does_not_reopen_a_finished_run(pluto_server: LocalServer,
@@ -99,7 +59,7 @@ def test_stalled_create_does_not_reopen_a_finished_run(pluto_server: LocalServer
     run.log({"x": 1.0})
     run.finish()
     pluto_server.fault("stall", path="/api/runs/create", count=1, seconds=TIMEOUT + 2)
-    server_run = _drain(pluto_server, tmp_path, "stall-c")
+    server_run = drain(pluto_server, tmp_path, "stall-c")
     assert pluto_server.faults()[0]["fired"] == 1
     assert server_run["status"] == "COMPLETED"
     assert len(pluto_server.list_runs("stall-c")) == 1
@@ -115,7 +75,7 @@ def test_stalled_resume_does_not_reopen_a_finished_run(pluto_server: LocalServer
     again.log({"x": 1.0})
     again.finish(code=1)
     pluto_server.fault("stall", path="/api/runs/resume", count=1, seconds=TIMEOUT + 2)
-    server_run = _drain(pluto_server, tmp_path, "stall-r")
+    server_run = drain(pluto_server, tmp_path, "stall-r")
     assert pluto_server.faults()[0]["fired"] == 1
     assert server_run["status"] == "FAILED"
 
@@ -130,14 +90,14 @@ def test_a_stalled_running_mark_does_not_reopen_the_run(pluto_server: LocalServe
     run.log({"x": 1.0})
     run.finish()
     pluto_server.fault("stall", path="/api/runs/status/update", count=1, seconds=LATE)
-    daemon = _daemon(pluto_server, tmp_path)
+    daemon = start_daemon(pluto_server, tmp_path)
     try:
-        _wait(lambda: pluto_server.faults()[0]["fired"], 30, 0.02)
+        wait(lambda: pluto_server.faults()[0]["fired"], 30, 0.02)
         held = time.monotonic()  # the mark is held, to be applied at LATE
-        _wait(lambda: _settled(tmp_path), 30, 0.1)
+        wait(lambda: settled(tmp_path), 30, 0.1)
     finally:
         daemon.stop()
-    assert _settled(tmp_path), journal_backlog(tmp_path)
+    assert settled(tmp_path), journal_backlog(tmp_path)
     time.sleep(max(0.0, held + LATE + 0.5 - time.monotonic()))  # the held mark has landed
     assert pluto_server.list_runs("stall-k")[0]["status"] == "COMPLETED"
     assert "a status request got no answer" in (tmp_path / "daemon.log").read_text()
@@ -151,11 +111,11 @@ def test_a_running_mark_of_a_killed_daemon_does_not_reopen_the_run(
                              settings={"autostart": False})
     run.finish()
     pluto_server.fault("stall", path="/api/runs/status/update", count=1, seconds=LATE)
-    first = _daemon(pluto_server, tmp_path)
-    _wait(lambda: pluto_server.faults()[0]["fired"], 30, 0.02)
+    first = start_daemon(pluto_server, tmp_path)
+    wait(lambda: pluto_server.faults()[0]["fired"], 30, 0.02)
     held = time.monotonic()
     first.kill()  # its RUNNING mark is held by the server, to be applied at LATE
-    _drain(pluto_server, tmp_path, "stall-m")
+    drain(pluto_server, tmp_path, "stall-m")
     time.sleep(max(0.0, held + LATE + 0.5 - time.monotonic()))  # the held mark has landed
     assert pluto_server.list_runs("stall-m")[0]["status"] == "COMPLETED"
     assert "a create request got no answer" in (tmp_path / "daemon.log").read_text()
@@ -171,11 +131,11 @@ def test_a_create_of_a_killed_daemon_does_not_reopen_the_run(
     run.log({"x": 1.0})
     run.finish(code=1)
     pluto_server.fault("stall", path="/api/runs/create", count=1, seconds=LATE)
-    first = _daemon(pluto_server, tmp_path)
-    _wait(lambda: pluto_server.faults()[0]["fired"], 30, 0.02)
+    first = start_daemon(pluto_server, tmp_path)
+    wait(lambda: pluto_server.faults()[0]["fired"], 30, 0.02)
     held = time.monotonic()
     first.kill()  # its create is held by the server, to be applied at LATE
-    _drain(pluto_server, tmp_path, "stall-d")
+    drain(pluto_server, tmp_path, "stall-d")
     time.sleep(max(0.0, held + LATE + 0.5 - time.monotonic()))  # the held create has landed
     runs = pluto_server.list_runs("stall-d")
     assert [r["status"] for r in runs] == ["FAILED"]
@@ -189,17 +149,17 @@ def test_a_resume_of_a_killed_daemon_does_not_reopen_the_run(
     first_job = pluto_offline.init(dir=tmp_path, project="stall-e", run_id="stall-e0",
                                    settings={"autostart": False})
     first_job.close()
-    _drain(pluto_server, tmp_path, "stall-e")
+    drain(pluto_server, tmp_path, "stall-e")
     again = pluto_offline.init(dir=tmp_path, project="stall-e", run_id="stall-e0",
                                resume=True, settings={"autostart": False})
     again.log({"x": 1.0})
     again.finish()
     pluto_server.fault("stall", path="/api/runs/resume", count=1, seconds=LATE)
-    first = _daemon(pluto_server, tmp_path)
-    _wait(lambda: pluto_server.faults()[0]["fired"], 30, 0.02)
+    first = start_daemon(pluto_server, tmp_path)
+    wait(lambda: pluto_server.faults()[0]["fired"], 30, 0.02)
     held = time.monotonic()
     first.kill()
-    _drain(pluto_server, tmp_path, "stall-e")
+    drain(pluto_server, tmp_path, "stall-e")
     time.sleep(max(0.0, held + LATE + 0.5 - time.monotonic()))
     assert pluto_server.list_runs("stall-e")[0]["status"] == "COMPLETED"
     assert "a resume request got no answer" in (tmp_path / "daemon.log").read_text()
@@ -213,10 +173,10 @@ def _late_create(server: LocalServer, jdir: Path, project: str) -> tuple[DaemonP
                              settings={"autostart": False})
     run.finish()
     server.fault("stall", path="/api/runs/create", count=1, seconds=LATE)
-    daemon = _daemon(server, jdir)
-    _wait(lambda: server.faults()[0]["fired"], 30, 0.02)
+    daemon = start_daemon(server, jdir)
+    wait(lambda: server.faults()[0]["fired"], 30, 0.02)
     fired = time.monotonic()
-    _wait(lambda: not journal_backlog(jdir)["pending"], 30, 0.02)
+    wait(lambda: not journal_backlog(jdir)["pending"], 30, 0.02)
     return daemon, fired
 
 
@@ -230,7 +190,7 @@ def test_a_daemon_stopped_before_the_reassert_is_due_leaves_it_to_the_next(
     assert pluto_server.list_runs("stall-x")[0]["status"] == "COMPLETED"
     assert "before exiting" in (tmp_path / "daemon.log").read_text()
     assert journal_backlog(tmp_path)["reasserts"], "the note must outlive the daemon"
-    assert _drain(pluto_server, tmp_path, "stall-x")["status"] == "COMPLETED"
+    assert drain(pluto_server, tmp_path, "stall-x")["status"] == "COMPLETED"
 
 
 def test_a_daemon_killed_before_the_reassert_is_due_leaves_it_in_the_journal(
@@ -238,7 +198,7 @@ def test_a_daemon_killed_before_the_reassert_is_due_leaves_it_in_the_journal(
     daemon, fired = _late_create(pluto_server, tmp_path, "stall-k")
     daemon.kill()  # SIGKILL: no way out, the note is all that is left
     assert time.monotonic() < fired + LATE, "drained after the late create landed"
-    _wait(lambda: pluto_server.list_runs("stall-k")[0]["status"] == "RUNNING", 5, 0.05)
+    wait(lambda: pluto_server.list_runs("stall-k")[0]["status"] == "RUNNING", 5, 0.05)
     assert pluto_server.list_runs("stall-k")[0]["status"] == "RUNNING"  # reopened by it
     assert "a create request got no answer" in (tmp_path / "daemon.log").read_text()
     status = subprocess.run([sys.executable, "-m", "syncd", "status", "--dir", str(tmp_path),
@@ -246,4 +206,4 @@ def test_a_daemon_killed_before_the_reassert_is_due_leaves_it_in_the_journal(
     assert status.returncode == 1, status.stdout
     assert "final config/tags/status to be sent again" in status.stdout
     assert "0 synced" in status.stdout
-    assert _drain(pluto_server, tmp_path, "stall-k")["status"] == "COMPLETED"
+    assert drain(pluto_server, tmp_path, "stall-k")["status"] == "COMPLETED"
