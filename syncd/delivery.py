@@ -193,7 +193,7 @@ class Delivery(Opening, Ingest):
             return 1
         at = journal.lifecycle_time(self.j, ctx.row.key, ev.seq)
         change = finalstate.Change(at, status, metadata if isinstance(metadata, dict) else None)
-        sent = shared.record_change(self.client, self.j, ctx.row, sid, ev.seq, change)
+        sent = self._note_change(ctx.row, sid, ev.seq, change)
         with self._marked_sent(ctx.row, ev):
             outcome = finalstate.end(self.client, sid, status, change.metadata, at)
         if outcome == "superseded":

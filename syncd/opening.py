@@ -110,7 +110,7 @@ class Opening:
         config = p.get("config")
         tags = list(p.get("tags") or []) if "tags" in body else []
         # Acked only with the create: after a crash in between, all is sent again.
-        more = shared.create_marks(self.j, row, tags, ev.time) if fresh else {}
+        more = shared.create_marks(self.j, row, tags, ev.time, ev.seq) if fresh else {}
         with self._noted_if_unanswered(row, "config"):
             try:
                 if config and not isinstance(config, dict):  # the server says why not
@@ -118,6 +118,8 @@ class Opening:
                 elif config or more:
                     shared.send_config(self.client, self.j, row, sid, config or {}, ev.time,
                                        fresh=fresh, more=more)
+                    if more:  # the open's note went with it
+                        self.r.changes_noted.add((row.key, ev.seq))
             except RejectedError as exc:
                 self._part_refused(ctx, ev, "config", exc)
         if not fresh:
@@ -321,8 +323,8 @@ class Opening:
                      fields["display_id"] or fields["server_id"], fields["url"] or "")
         # the RUNNING mark sets the status too: one held past the timeout may land after the
         # run's end, as an open may (seed 1158)
-        sent = shared.record_change(self.client, self.j, ctx.row, fields["server_id"], ev.seq,
-                                    finalstate.Change(at, "RUNNING"))
+        sent = self._note_change(ctx.row, fields["server_id"], ev.seq,
+                                 finalstate.Change(at, "RUNNING"))
         with self._noted_if_unanswered(ctx.row, "status"):
             if fresh:  # a new run: nothing on the server to compare with
                 finalstate.mark_open(self.client, fields["server_id"], at)
@@ -333,6 +335,16 @@ class Opening:
         if outcome == "restored":
             log.info("run %s: its %s at %s is older than the end the server holds; that end "
                      "was put back", ctx.label, ev.kind, runstate.clock(at / 1000))
+
+    def _note_change(self, row: journal.RunRow, sid: int, seq: int,
+                     change: finalstate.Change) -> int:
+        """Note a status change in the run's ledger once per process: a retry of the event
+        (its status request refused for now) does not send the note again."""
+        if (row.key, seq) in self.r.changes_noted:
+            return 0
+        sent = shared.record_change(self.client, self.j, row, sid, seq, change)
+        self.r.changes_noted.add((row.key, seq))
+        return sent
 
     def _part_refused(self, ctx: RunCtx, ev: journal.Event, part: str,
                       exc: RejectedError) -> None:

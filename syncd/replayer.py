@@ -100,6 +100,7 @@ class Replayer:
     moved: dict[int, int] = field(default_factory=dict)  # events acknowledged per run
     opened_here: set[int] = field(default_factory=set)  # runs this process sent an open for
     ended_here: set[tuple[int, int]] = field(default_factory=set)  # (run, seq) of ends sent
+    changes_noted: set[tuple[int, int]] = field(default_factory=set)  # (run, seq) in lifecycle
 
     def __post_init__(self) -> None:
         self.delivery = Delivery(self)

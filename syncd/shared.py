@@ -62,11 +62,14 @@ def send_tags(client: PlutoClient, j: journal.Journal, row: journal.RunRow, serv
 
 
 def create_marks(j: journal.Journal, row: journal.RunRow, tags: list[str],
-                 at: int) -> dict[str, Any]:
-    """The ledger fields a create that made the run records (with its config, one request)."""
+                 at: int, seq: int) -> dict[str, Any]:
+    """The ledger fields a create (event ``seq``) that made the run records with its config,
+    in one request: its time, its tags' and the note of the open (``lifecycle``)."""
     if not history.shared_run(j, row.key):
         return {}
-    return {"firstCreate": at, **(ledger.tags_mark(at, create=True) if tags else {})}
+    opened = {"time": journal.lifecycle_time(j, row.key, seq), "status": "RUNNING"}
+    return {"firstCreate": at, **(ledger.tags_mark(at, create=True) if tags else {}),
+            "lifecycle": {ledger.change_key(j.id, row.key, seq): opened}}
 
 
 def create_found_run(client: PlutoClient, j: journal.Journal, row: journal.RunRow,

@@ -44,9 +44,10 @@ def test_full_run_is_delivered_with_real_times_and_nothing_twice(tmp_path, pluto
     # 20 metrics events, one NDJSON request
     counts = pluto_server.request_counts()
     assert counts["/ingest/metrics"] == 1
-    # the create's config, the delta, and the time of the tags event (the run's id was chosen:
-    # other journals may join it, so config and tags go with their times: docs/delivery.md)
-    assert counts["/api/runs/config/update"] == 3
+    # the create's config, the delta, the time of the tags event and the note of the end
+    # (the run's id was chosen: other journals may join it, so config and tags go with their
+    # times and the status changes are noted in the run's ledger: docs/delivery.md)
+    assert counts["/api/runs/config/update"] == 4
 
     # A second replay of the same journal sends nothing.
     assert drain(replayer_for(jb.path, pluto_server), deadline=None)
