@@ -29,7 +29,11 @@ def build_parser() -> argparse.ArgumentParser:
             "Deliver pluto-offline journals to a Pluto server.\n\n"
             "Jobs log with pluto_offline into a local journal (PLUTO_DIR) and never wait on the "
             "network; plutosync replays that journal to the server in order, retrying until "
-            "everything is delivered exactly once."
+            "everything is delivered exactly once.\n\n"
+            "The key is read from PLUTO_API_KEY; the server is the Pluto cloud unless "
+            "PLUTO_URL_API, PLUTO_URL_INGEST and PLUTO_URL_PY (or --server) name another. "
+            "Start with `plutosync run --dir $PLUTO_DIR` beside jobs, or `plutosync push DIR` "
+            "for a journal carried out of an offline site; `plutosync COMMAND --help` for more."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

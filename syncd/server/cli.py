@@ -37,11 +37,14 @@ def register(subparsers: Any) -> None:
             "and its files are created only once the port is taken; pluto-server.db is 0600 "
             "(it holds the keys' hashes). exit codes: 0 stopped (SIGTERM, Ctrl-C), 2 could not "
             "start (the port busy, a bad --fault: nothing is created then; a data directory "
-            "it cannot use)."
+            "it cannot use). Example: `plutosync serve --port 0 --data /tmp/pluto-srv`, then "
+            "paste the printed `export PLUTO_URL_...` line and the key into the shell of the "
+            "job and of `plutosync run`."
         ),
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback)")
-    parser.add_argument("--port", type=int, default=3001, help="port (0: any free port)")
+    parser.add_argument("--port", type=int, default=3001,
+                        help="port (default 3001; 0: any free port)")
     parser.add_argument("--data", default=DEFAULT_DATA, help=f"data directory (default {DEFAULT_DATA})")
     parser.add_argument(
         "--api-key", default=os.environ.get("PLUTOSYNC_SERVER_API_KEY"),

@@ -266,3 +266,16 @@ def test_a_file_that_is_no_journal_is_called_so_not_damaged(tmp_path):
     bad.write_text("import pluto_offline\n")
     res = cli("push", str(bad), env=clean_env(PLUTO_API_KEY=BAD_KEY))
     assert f"journal {bad} is damaged or is not a journal" in res.stderr, res.stderr
+
+
+def test_help_names_the_key_the_servers_and_where_to_start():
+    """A new user's first look: where the key and the server come from, and serve's port."""
+    top = cli("--help", env=clean_env())
+    assert top.returncode == 0
+    text = " ".join(top.stdout.split())
+    assert "PLUTO_API_KEY" in text and "PLUTO_URL_API" in text
+    assert "plutosync push DIR" in text and "plutosync run --dir" in text
+    serve = cli("serve", "--help", env=clean_env())
+    assert serve.returncode == 0
+    assert "default 3001" in serve.stdout
+    assert "Example: `plutosync serve --port 0" in " ".join(serve.stdout.split())
