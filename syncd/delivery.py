@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from pluto_offline import journal
 from pluto_offline.journal import filerows, history
 from syncd import alerts, finalstate, kinds, ledger, runstate, shared
-from syncd.client import ClientError, RejectedError, TransientError
+from syncd.client import RejectedError, TransientError
 from syncd.cursor import Cursor, Hold, RunCtx
 from syncd.ingest import Ingest
 from syncd.opening import OPENERS, Opening
@@ -131,17 +131,11 @@ class Delivery(Opening, Ingest):
         after a later end of another journal (or of this one, after a resume), so its final
         state is sent again later. Unmarked when the server answered (nothing left to land)."""
         key = row.key
-        before = journal.sent_seq(self.j, key)
-        if before >= ev.seq and (key, ev.seq) not in self.r.ended_here:
+        if journal.sent_seq(self.j, key) >= ev.seq and (key, ev.seq) not in self.r.ended_here:
             self.r.ambiguous(key, "status", "status")
         self.r.ended_here.add((key, ev.seq))
-        journal.mark_sent(self.j, key, ev.seq)
-        try:
+        with self._in_flight(row, ev.seq):
             yield
-        except ClientError as exc:
-            if not (isinstance(exc, TransientError) and exc.unanswered):
-                journal.unmark_sent(self.j, key, ev.seq, before)
-            raise
 
     def reassert(self, ctx: RunCtx, kinds: set[str]) -> None:
         """Send the run's final config / tags / terminal status again (see Replayer.ambiguous)."""
@@ -172,14 +166,7 @@ class Delivery(Opening, Ingest):
         """This journal's latest delivered status change of the run (an open or an end)."""
         ev = journal.last_event(self.j, row.key, journal.LIFECYCLE_KINDS,
                                 before=row.acked_seq + 1)
-        if ev is None:
-            return None
-        at = journal.lifecycle_time(self.j, row.key, ev.seq)
-        data = ev.data() or {}
-        if ev.kind == "status" and data.get("status") in journal.TERMINAL_STATUSES:
-            meta = data.get("metadata")
-            return finalstate.Change(at, data["status"], meta if isinstance(meta, dict) else None)
-        return finalstate.Change(at, "RUNNING") if ev.kind in _OPENERS else None
+        return None if ev is None else finalstate.change_of(self.j, row.key, ev)
 
     def _status(self, ctx: RunCtx, ev: journal.Event, payload: dict) -> int:
         sid = ctx.server_id
@@ -191,9 +178,11 @@ class Delivery(Opening, Ingest):
                 sid, str(status), metadata=None if metadata is None else json.dumps(metadata),
                 at_ms=ev.time)
             return 1
-        at = journal.lifecycle_time(self.j, ctx.row.key, ev.seq)
-        change = finalstate.Change(at, status, metadata if isinstance(metadata, dict) else None)
-        sent = self._note_change(ctx.row, sid, ev.seq, change)
+        change = finalstate.change_of(self.j, ctx.row.key, ev)
+        assert change is not None
+        at = change.time
+        sent = shared.record_change(self.client, self.j, ctx.row, sid, ev.seq, change,
+                                    self.r.changes_noted)
         with self._marked_sent(ctx.row, ev):
             outcome = finalstate.end(self.client, sid, status, change.metadata, at)
         if outcome == "superseded":

@@ -128,6 +128,19 @@ class ServerState:
         return [Change(self.mark_time, self.mark_status), *([end] if end else [])]
 
 
+def change_of(j: journal.Journal, run: int, ev: journal.Event) -> Change | None:
+    """The status change a create/resume or a terminal status event of ``run`` makes, at its
+    lifecycle time (``journal.lifecycle_time``); None for any other event."""
+    at = journal.lifecycle_time(j, run, ev.seq)
+    if ev.kind in ("create", "resume"):
+        return Change(at, "RUNNING")
+    data = ev.data() or {}
+    if ev.kind != "status" or data.get("status") not in journal.TERMINAL_STATUSES:
+        return None
+    meta = data.get("metadata")
+    return Change(at, data["status"], meta if isinstance(meta, dict) else None)
+
+
 def opened(client: PlutoClient, server_id: int, at: int) -> str:
     """After a create/resume journaled at ``at`` (epoch ms) set the run RUNNING.
 
@@ -142,16 +155,13 @@ def opened(client: PlutoClient, server_id: int, at: int) -> str:
                                      metadata=json.dumps(state.metadata), at_ms=state.mark_time)
             return "restored"
         return "later"
-    marker = {"time": at, "status": "RUNNING", "end": state.last_end}
-    client.update_status(server_id, "RUNNING", metadata=json.dumps({MARKER: marker}), at_ms=at)
+    _write_open(client, server_id, at, state.last_end)
     return "running"
-
 
 
 def mark_open(client: PlutoClient, server_id: int, at: int) -> None:
     """Mark a run this journal has just created as RUNNING since ``at`` (epoch ms)."""
-    marker = {"time": at, "status": "RUNNING", "end": None}
-    client.update_status(server_id, "RUNNING", metadata=json.dumps({MARKER: marker}), at_ms=at)
+    _write_open(client, server_id, at, None)
 
 
 def end(client: PlutoClient, server_id: int, status: str, metadata: dict | None,
@@ -198,11 +208,15 @@ def repair(client: PlutoClient, server_id: int, own: Change | None, *,
         return None
     ends = [c for c in known if c.status in journal.TERMINAL_STATUSES and c.time <= latest.time]
     end = max(ends, key=Change.rank) if ends else None
-    marker = {"time": latest.time, "status": "RUNNING", "end": None if end is None else
-              {"time": end.time, "status": end.status, "metadata": end.metadata}}
-    client.update_status(server_id, "RUNNING", metadata=json.dumps({MARKER: marker}),
-                         at_ms=latest.time)
+    _write_open(client, server_id, latest.time, None if end is None else
+                {"time": end.time, "status": end.status, "metadata": end.metadata})
     return latest
+
+
+def _write_open(client: PlutoClient, server_id: int, at: int, end: dict | None) -> None:
+    """RUNNING, marked as opened at ``at`` with the ``end`` it reopened (or None)."""
+    marker = {"time": at, "status": "RUNNING", "end": end}
+    client.update_status(server_id, "RUNNING", metadata=json.dumps({MARKER: marker}), at_ms=at)
 
 
 def _write_end(client: PlutoClient, server_id: int, state: ServerState, change: Change) -> None:

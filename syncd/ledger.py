@@ -111,13 +111,21 @@ def change_key(journal_id: str, run_key: int, seq: int) -> str:
     return f"{copy_key(journal_id, run_key)}:{seq}"
 
 
-def record_change(client: PlutoClient, server_id: int, key: str, at: int, status: str,
-                  metadata: dict[str, Any] | None = None) -> None:
-    """Note a status change (``status`` at ``at`` ms; ``"RUNNING"`` for an open) in
-    ``lifecycle``. Sent again, or applied late, it changes nothing: the key is the event's."""
+def change_entry(at: int, status: str, metadata: dict[str, Any] | None = None
+                 ) -> dict[str, Any]:
+    """A ``lifecycle`` entry: ``status`` at ``at`` ms (``"RUNNING"`` for an open), with the
+    end's metadata up to ``MAX_CHANGE_METADATA``."""
     entry: dict[str, Any] = {"time": at, "status": status}
     if metadata and len(json.dumps(metadata)) <= MAX_CHANGE_METADATA:
         entry["metadata"] = metadata
+    return entry
+
+
+def record_change(client: PlutoClient, server_id: int, key: str, at: int, status: str,
+                  metadata: dict[str, Any] | None = None) -> None:
+    """Note a status change (:func:`change_entry`) in ``lifecycle``. Sent again, or applied
+    late, it changes nothing: the key is the event's."""
+    entry = change_entry(at, status, metadata)
     client.update_config(server_id, json.dumps({KEY: {"lifecycle": {key: entry}}}))
 
 

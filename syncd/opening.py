@@ -293,15 +293,25 @@ class Opening:
         is then our own, and an open whose outcome no process kept is known: see
         :meth:`_sent_before`); unmarked when it fails with an answer (a refusal, an error
         page, a reset after the server applied it: nothing of it is still on its way)."""
-        before = journal.sent_seq(self.j, row.key)
-        journal.mark_sent(self.j, row.key, ev.seq)
         try:
-            return send(body)
-        except ClientError as exc:  # an answer, or none (a timeout): then it may still land
-            if isinstance(exc, TransientError) and exc.unanswered:
+            with self._in_flight(row, ev.seq):
+                return send(body)
+        except TransientError as exc:  # no answer (a timeout): it may still land
+            if exc.unanswered:
                 self.r.ambiguous(row.key, "status", request)
-            else:
-                journal.unmark_sent(self.j, row.key, ev.seq, before)
+            raise
+
+    @contextlib.contextmanager
+    def _in_flight(self, row: journal.RunRow, seq: int) -> Iterator[None]:
+        """Mark the open or end of event ``seq`` sent (``sent_seq``) while its request goes;
+        unmark it when the server answered that it failed: nothing of it can land later."""
+        before = journal.sent_seq(self.j, row.key)
+        journal.mark_sent(self.j, row.key, seq)
+        try:
+            yield
+        except ClientError as exc:
+            if not (isinstance(exc, TransientError) and exc.unanswered):
+                journal.unmark_sent(self.j, row.key, seq, before)
             raise
 
     def _opened(self, ctx: RunCtx, ev: journal.Event, answer: dict, how: str,
@@ -313,7 +323,9 @@ class Opening:
             "number": answer.get("number"),
             "url": answer.get("url"),
         }
-        at = journal.lifecycle_time(self.j, ctx.row.key, ev.seq)
+        change = finalstate.change_of(self.j, ctx.row.key, ev)
+        assert change is not None
+        at = change.time
         first = ctx.server_id is None
         if first:  # kept before the status check: a retry of the check does not open again
             journal.ack(self.j, ctx.row.key, ctx.acked, **fields)
@@ -323,8 +335,8 @@ class Opening:
                      fields["display_id"] or fields["server_id"], fields["url"] or "")
         # the RUNNING mark sets the status too: one held past the timeout may land after the
         # run's end, as an open may (seed 1158)
-        sent = self._note_change(ctx.row, fields["server_id"], ev.seq,
-                                 finalstate.Change(at, "RUNNING"))
+        sent = shared.record_change(self.client, self.j, ctx.row, fields["server_id"], ev.seq,
+                                    change, self.r.changes_noted)
         with self._noted_if_unanswered(ctx.row, "status"):
             if fresh:  # a new run: nothing on the server to compare with
                 finalstate.mark_open(self.client, fields["server_id"], at)
@@ -335,16 +347,6 @@ class Opening:
         if outcome == "restored":
             log.info("run %s: its %s at %s is older than the end the server holds; that end "
                      "was put back", ctx.label, ev.kind, runstate.clock(at / 1000))
-
-    def _note_change(self, row: journal.RunRow, sid: int, seq: int,
-                     change: finalstate.Change) -> int:
-        """Note a status change in the run's ledger once per process: a retry of the event
-        (its status request refused for now) does not send the note again."""
-        if (row.key, seq) in self.r.changes_noted:
-            return 0
-        sent = shared.record_change(self.client, self.j, row, sid, seq, change)
-        self.r.changes_noted.add((row.key, seq))
-        return sent
 
     def _part_refused(self, ctx: RunCtx, ev: journal.Event, part: str,
                       exc: RejectedError) -> None:

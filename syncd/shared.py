@@ -67,7 +67,7 @@ def create_marks(j: journal.Journal, row: journal.RunRow, tags: list[str],
     in one request: its time, its tags' and the note of the open (``lifecycle``)."""
     if not history.shared_run(j, row.key):
         return {}
-    opened = {"time": journal.lifecycle_time(j, row.key, seq), "status": "RUNNING"}
+    opened = ledger.change_entry(journal.lifecycle_time(j, row.key, seq), "RUNNING")
     return {"firstCreate": at, **(ledger.tags_mark(at, create=True) if tags else {}),
             "lifecycle": {ledger.change_key(j.id, row.key, seq): opened}}
 
@@ -124,12 +124,14 @@ def record_data(client: PlutoClient, j: journal.Journal, row: journal.RunRow, se
 
 
 def record_change(client: PlutoClient, j: journal.Journal, row: journal.RunRow,
-                  server_id: int, seq: int, change: finalstate.Change) -> int:
+                  server_id: int, seq: int, change: finalstate.Change,
+                  noted: set[tuple[int, int]]) -> int:
     """Note a status change of a run other journals may write in its ledger, before its
-    status is written (``finalstate.repair`` reads it back). A refusal is logged and the
-    status still sent: without the note, only a late request can leave an older status.
-    Returns the number of requests sent."""
-    if not history.shared_run(j, row.key):
+    status is written (``finalstate.repair`` reads it back). ``noted``: the ``(run, seq)``
+    this process noted already (a retry of the event does not send it again), updated. A
+    refusal is logged and the status still sent: without the note, only a late request can
+    leave an older status. Returns the number of requests sent."""
+    if (row.key, seq) in noted or not history.shared_run(j, row.key):
         return 0
     try:
         ledger.record_change(client, server_id, ledger.change_key(j.id, row.key, seq),
@@ -138,4 +140,5 @@ def record_change(client: PlutoClient, j: journal.Journal, row: journal.RunRow,
         log.warning("run %s/%s: the server refused the note of its %s in plutoOffline.lifecycle "
                     "(%s); the status is sent without it", row.project, row.name or row.run_id,
                     change.status, exc.describe())
+    noted.add((row.key, seq))
     return 1
