@@ -30,7 +30,7 @@ import json
 import re
 import time
 import urllib.parse
-from typing import Any
+from typing import Any, TypeVar
 
 import ijson
 import requests
@@ -71,6 +71,9 @@ class PlutoClient:
         })
         # (connect, read): a big NDJSON batch may take the server a while to store.
         self.timeout = (min(10.0, settings.timeout), settings.timeout)
+        # 2xx answers so far: the replayer's backoff asks whether the server answered
+        # anything since a request failed
+        self.answers = 0
 
     def close(self) -> None:
         self.session.close()
@@ -127,9 +130,10 @@ class PlutoClient:
         try:
             return _pick_fields(resp, fields)
         except (ijson.JSONError, ValueError) as exc:
-            raise TransientError(resp.status_code, self._scrub(
+            raise _of(resp, TransientError(resp.status_code, self._scrub(
                 f"protocol error: {_where(url)} answered HTTP {resp.status_code} with a body "
-                f"that is not a JSON object ({str(exc)[:80]}); is a proxy in the way?")) from None
+                f"that is not a JSON object ({str(exc)[:80]}); is a proxy in the way?"))) \
+                from None
         except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
             # the body is read from the raw stream: a reset mid-answer surfaces as urllib3's
             # ProtocolError (or a bare ConnectionResetError), not as a requests error
@@ -198,13 +202,14 @@ class PlutoClient:
                                  never_sent=_never_connected(exc)) from None
         if 300 <= resp.status_code < 400:
             where = self._scrub(resp.headers.get("Location") or "nowhere")[:200]
-            raise TransientError(resp.status_code, (
+            raise _of(resp, TransientError(resp.status_code, (
                 f"{_where(url)} redirected to {where}; plutosync does not follow redirects: "
                 "set PLUTO_URL_API / PLUTO_URL_INGEST / PLUTO_URL_PY (or --server) to the "
-                "final address"))
+                "final address")))
         if resp.status_code < 300:
+            self.answers += 1
             return resp
-        raise self._error(resp, service)
+        raise _of(resp, self._error(resp, service))
 
     def _error(self, resp: requests.Response, service: str) -> ClientError:
         code = resp.status_code
@@ -236,12 +241,22 @@ class PlutoClient:
         return value
 
     def _protocol(self, resp: requests.Response, url: str, what: str) -> TransientError:
-        return TransientError(resp.status_code, self._scrub(
+        return _of(resp, TransientError(resp.status_code, self._scrub(
             f"protocol error: {_where(url)} answered HTTP {resp.status_code} with {what} "
-            f"({_snippet(resp)}); is a proxy in the way, or the URL wrong?"))
+            f"({_snippet(resp)}); is a proxy in the way, or the URL wrong?")))
 
     def _scrub(self, text: str) -> str:
         return text.replace(self.settings.api_key, "***") if self.settings.api_key else text
+
+
+_E = TypeVar("_E", bound=ClientError)
+
+
+def _of(resp: requests.Response, exc: _E) -> _E:
+    """``exc``, naming the request ``resp`` answers (``ClientError.request``)."""
+    if resp.request is not None:
+        exc.request = f"{resp.request.method} {urllib.parse.urlsplit(resp.request.url).path}"
+    return exc
 
 
 def _read_bounded(resp: requests.Response, url: str) -> None:
@@ -251,10 +266,10 @@ def _read_bounded(resp: requests.Response, url: str) -> None:
         for chunk in resp.iter_content(64 * 1024):
             body += chunk
             if len(body) > MAX_ANSWER_BYTES:
-                raise OversizedAnswer(resp.status_code, (
+                raise _of(resp, OversizedAnswer(resp.status_code, (
                     f"{_where(url)} answered HTTP {resp.status_code} with more than "
                     f"{MAX_ANSWER_BYTES >> 20} MiB; not read (a Pluto server's answers to this "
-                    "request are small)"))
+                    "request are small)")))
     finally:
         resp.close()  # a body not read to its end drops the connection, never drains it
     resp._content = bytes(body)

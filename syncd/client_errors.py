@@ -15,7 +15,13 @@ from pluto_offline.journal.delivery import WAITS_FOR_RESTART
 
 
 class ClientError(Exception):
-    """A request failed; ``code`` is the HTTP status or None for a network failure."""
+    """A request failed; ``code`` is the HTTP status or None for a network failure.
+
+    ``request`` names the request an answer came back to (``"POST /api/runs/create"``; None
+    when there was no answer): a caller retrying several requests in a row tells a request
+    that keeps failing from a server failing now one, now another."""
+
+    request: str | None = None
 
     def __init__(self, code: int | None, reason: str) -> None:
         super().__init__(f"{code}: {reason}" if code else reason)

@@ -26,7 +26,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import requests
 
@@ -55,12 +54,6 @@ def copy_lock(copy: str) -> threading.Lock:
         return _copies.setdefault(copy, threading.Lock())
 
 
-@dataclass
-class _Due:
-    attempts: int = 0
-    due: float = 0.0  # monotonic
-
-
 class FileLane:
     """Delivers the files of one journal. ``run_pass`` does one round; :meth:`start` runs it
     in a thread of its own (its own connection and client) until ``stop`` is set."""
@@ -73,8 +66,8 @@ class FileLane:
         self.j: journal.Journal | None = None
         self.client: PlutoClient | None = None
         self.storage = requests.Session()  # no API key: storage URLs are presigned
-        self._due: dict[int, _Due] = {}
-        self._gate = _Due()  # a refused key or an unreachable server pauses every run
+        self._due: dict[int, retry.Backoff] = {}
+        self._gate = retry.Backoff()  # a refused key or an unreachable server pauses every run
         self.thread: threading.Thread | None = None
         self.closing = threading.Event()  # this lane only (shutdown), where stop is everyone's
         self.uploaded_bytes = 0
@@ -126,7 +119,7 @@ class FileLane:
         for key in filerows.runs_with_pending(j):
             if self._stopping():
                 break
-            due = self._due.setdefault(key, _Due())
+            due = self._due.setdefault(key, retry.Backoff())
             row = journal.get_run(j, key)
             if row is None or row.server_id is None or due.due > now:
                 continue  # the ordered lane opens the run first
@@ -140,8 +133,7 @@ class FileLane:
                 self._gate.attempts = 0
             except (TransientError, AuthError) as exc:
                 gate = self._gate if exc.code is None or isinstance(exc, AuthError) else due
-                gate.attempts += 1
-                gate.due = time.monotonic() + (retry.next_delay(exc, gate.attempts) or 1.0)
+                gate.failure(exc, self.client.answers if self.client else 0, default=1.0)
                 log.warning("run %s/%s: files paused: %s", row.project, row.name or row.run_id,
                             exc.describe())
                 break

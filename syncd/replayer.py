@@ -55,20 +55,15 @@ class Progress:
 
 
 @dataclass
-class _Sched:
-    attempts: int = 0
-    due: float = 0.0  # monotonic time of the next try
+class _Sched(retry.Backoff):
     hold: str | None = None  # why the run waits (shown once in the log and in status)
     stuck: bool = False
     creator: bool = False  # waits for another journal to create the run
 
 
 @dataclass
-class _Gate:
+class _Gate(retry.Backoff):
     """A pause over all runs: the network is down, or the key is refused."""
-
-    attempts: int = 0
-    due: float = 0.0
 
 
 @dataclass
@@ -314,9 +309,7 @@ class Replayer:
     def _transient(self, ctx: RunCtx, sched: _Sched, exc: TransientError) -> None:
         # No answer at all is the server's trouble, not the run's: pause every run.
         gate = self._net if exc.code is None else sched
-        gate.attempts += 1
-        delay = retry.next_delay(exc, gate.attempts) or 0.0
-        gate.due = time.monotonic() + delay
+        delay = gate.failure(exc, self.client.answers)
         journal.record_error(self.j, ctx.row.key, exc.describe(), next_try=time.time() + delay)
         now = time.monotonic()
         if self.server_state != "transient":

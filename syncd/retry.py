@@ -9,11 +9,16 @@ are still plain tenacity ``retry``/``wait`` objects, so they read (and test) lik
   capped at 60 s, forever; a ``Retry-After`` from the server wins over the backoff.
 - auth (401/403): the key will not fix itself within seconds; retry slowly, forever, so that a
   key fixed on the server side (or a daemon restarted with a new one) picks up where it left.
+
+:class:`Backoff` keeps a lane's place on the transient ladder: it climbs while one request
+keeps failing, and starts again when the server answered since and another request failed
+(a flapping server or proxy, not a refusal of one request).
 """
 
 from __future__ import annotations
 
 import random
+import time
 from dataclasses import dataclass
 
 import tenacity
@@ -79,6 +84,39 @@ def next_delay(error: ClientError, attempt: int) -> float | None:
     if policy is None:
         return None
     return float(policy.wait(_state(error, attempt)))
+
+
+@dataclass
+class Backoff:
+    """When a lane of requests (a run's events, a run's files) tries again.
+
+    Failures in a row of one request climb the policy's ladder. The lane's steps send
+    several requests and are retried whole, so when the server answered since the last
+    failure and another request failed this time, the server is flapping rather than
+    refusing that request: the ladder starts again (a 25 % 5xx proxy otherwise pushed every
+    multi-request step towards the 60 s cap). A success of the lane resets ``attempts``.
+
+        >>> b = Backoff()
+        >>> delay = b.failure(TransientError(503, "busy"), answers=client.answers)
+    """
+
+    attempts: int = 0
+    due: float = 0.0  # monotonic time of the next try
+    failed: str | None = None  # ClientError.request of the last failure
+    answers: int = 0  # the client's answer count at that failure
+
+    def failure(self, error: ClientError, answers: int, default: float = 0.0) -> float:
+        """Schedule the next try after ``error``; ``answers``: the client's count of answered
+        requests (``PlutoClient.answers``). Returns the delay in seconds (``default`` when the
+        error is final)."""
+        if answers != self.answers and error.request != self.failed:
+            self.attempts = 0
+        self.failed, self.answers = error.request, answers
+        self.attempts += 1
+        delay = next_delay(error, self.attempts)
+        delay = default if delay is None else delay
+        self.due = time.monotonic() + delay
+        return delay
 
 
 def _state(error: BaseException, attempt: int) -> tenacity.RetryCallState:

@@ -101,6 +101,51 @@ def test_503_bursts_on_every_endpoint_deliver_everything_once(tmp_path, pluto_se
         _assert_delivered_once(pluto_server, jb, key)
 
 
+def _failures(rep, jb: JournalBuilder, key: int, server) -> list[tuple[int, float]]:
+    """Deliver one pass at a time; for each failed try: (the run's backoff rung, seconds until
+    its next try as recorded in the journal)."""
+    seen, out = 0, []
+    while rep.outstanding():
+        rep.run_pass()
+        fired = sum(f["fired"] for f in server.faults())
+        if fired > seen:
+            seen = fired
+            row = jb.delivery(key)
+            out.append((rep._sched[key].attempts, row.next_try - time.time()))
+        time.sleep(min(rep.next_due() or 0.0, 10.0))
+        assert len(out) < 20, out
+    return out
+
+
+def test_a_server_failing_now_one_request_now_another_is_retried_as_after_a_first_failure(
+        tmp_path, pluto_server):
+    """A fresh run's open sends create, config and the RUNNING mark, retried whole: each of
+    them failing once, in turn, is a flapping server, not three failures in a row (a 25 % 5xx
+    proxy otherwise pushed every multi-request step towards the 60 s backoff cap)."""
+    jb = JournalBuilder(tmp_path / "j")
+    key = _trainer(jb)
+    for path in ("/api/runs/create", "/api/runs/config/update", "/api/runs/status/update"):
+        pluto_server.fault("503", path=path, count=1)
+    failures = _failures(replayer_for(jb.path, pluto_server), jb, key, pluto_server)
+    assert [rung for rung, _ in failures] == [1, 1, 1]
+    assert all(wait <= 1.0 + 0.1 for _, wait in failures)  # full jitter of the first rung
+    pluto_server.clear_faults()
+    _assert_delivered_once(pluto_server, jb, key)
+
+
+def test_one_request_failing_again_and_again_still_backs_off(tmp_path, pluto_server):
+    """The requests before it answered every time: the backoff still grows, so a server
+    refusing one request is not asked again and again at the first rung's pace."""
+    jb = JournalBuilder(tmp_path / "j")
+    key = _trainer(jb)
+    pluto_server.fault("503", path="/api/runs/config/update", count=3)
+    failures = _failures(replayer_for(jb.path, pluto_server), jb, key, pluto_server)
+    assert [rung for rung, _ in failures] == [1, 2, 3]
+    assert pluto_server.request_counts()["/api/runs/create"] == 4  # answered every time
+    pluto_server.clear_faults()
+    _assert_delivered_once(pluto_server, jb, key)
+
+
 @pytest.mark.parametrize("path", ["/api/runs/create", "/ingest/metrics", "/api/runs/tags/update",
                                   "/api/runs/status/update"])
 def test_a_reset_after_the_server_applied_the_request_duplicates_nothing(
