@@ -5,17 +5,24 @@ touch the network, so the daemon beats for them. It runs in its own thread with 
 connection and HTTP session, so a long NDJSON upload never delays a beat.
 
 A run the reaper marked FAILED during an outage while its writer is still alive is set back to
-RUNNING at the next beat (unless the journal itself says FAILED).
+RUNNING at the next beat, marked as opened at the journal's latest open (``finalstate``), unless
+the journal itself ended the run, or the FAILED is an end plutosync delivered (another
+journal's writer failed: under the rule of docs/delivery.md the latest status change stands).
+A reopen that gets no answer may land after the run's end: its final state is noted to be sent
+again, as for any state request (``Replayer.ambiguous``).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from pathlib import Path
 
 from pluto_offline import journal
-from syncd.client import ClientError, PlutoClient
+from syncd import finalstate, runstate
+from syncd.client import ClientError, PlutoClient, TransientError
+from syncd.replayer import REASSERT_AFTER
 from syncd.settings import Settings
 
 log = logging.getLogger("plutosync")
@@ -77,14 +84,38 @@ class Heartbeat(threading.Thread):
                 log.warning("run %s/%s was cancelled from the Pluto UI", row.project,
                             row.name or row.run_id)
             elif status == "FAILED" and self._reaped(j, key):
-                try:
-                    client.update_status(row.server_id, "RUNNING")
-                except ClientError:
-                    continue
-                log.info("run %s/%s: the server had marked it FAILED (no heartbeat while "
-                         "offline) but its job is alive: set back to RUNNING",
-                         row.project, row.name or row.run_id)
+                self._reopen(j, client, row)
         return answered
+
+    def _reopen(self, j: journal.Journal, client: PlutoClient, row: journal.RunRow) -> None:
+        """Undo the reaper's FAILED of a run whose writer is alive (not an end of ours)."""
+        label = f"{row.project}/{row.name or row.run_id}"
+        opener = journal.last_event(j, row.key, ("create", "resume"), before=_ALL)
+        change = opener and finalstate.change_of(j, row.key, opener)
+        if change is None or row.server_id is None:
+            return
+        try:
+            with finalstate.run_lock(row.project, row.run_id):
+                state = finalstate.ServerState.read(client, row.server_id)
+                if state.status != "FAILED":
+                    return
+                if state.mark_status == "FAILED":  # an end delivered by plutosync
+                    if (row.key, "ended") not in self._told:
+                        self._told.add((row.key, "ended"))
+                        log.info("run %s: FAILED by another writer's end at %s, while this "
+                                 "journal's job is alive: left as is (the latest status change "
+                                 "stands)", label, runstate.clock((state.mark_time or 0) / 1000))
+                    return
+                finalstate.mark_open(client, row.server_id, change.time)
+        except TransientError as exc:
+            if exc.unanswered:  # the RUNNING may still land after the run's end
+                journal.note_reassert(j, row.key, time.time() + REASSERT_AFTER
+                                      * client.settings.timeout, {"status"})
+            return
+        except ClientError:
+            return
+        log.info("run %s: the server had marked it FAILED (no heartbeat while offline) but "
+                 "its job is alive: set back to RUNNING", label)
 
     @staticmethod
     def _reaped(j: journal.Journal, key: int) -> bool:

@@ -153,16 +153,14 @@ class Replayer:
         ``kind`` is the part of the state to re-assert; ``request`` names the request (default:
         ``kind``) in the log."""
         due = time.time() + REASSERT_AFTER * self.client.settings.timeout
-        kinds = {kind}
-        row = journal.get_run(self.j, key)
-        if row is not None and row.reassert is not None:
-            due = max(due, row.reassert[0])
-            kinds |= row.reassert[1]
-        elif row is not None:  # one line per note, not per timeout: a long wait is explained
-            log.warning("run %s/%s: a %s request got no answer and may still land late; its "
-                        "final state will be sent again at %s", row.project,
-                        row.name or row.run_id, request or kind, runstate.clock(due))
-        journal.set_reassert(self.j, key, due, kinds)
+        if journal.note_reassert(self.j, key, due, {kind}):
+            # one line per note, not per timeout: a long wait is explained
+            row = journal.get_run(self.j, key)
+            if row is not None:
+                log.warning("run %s/%s: a %s request got no answer and may still land late; "
+                            "its final state will be sent again at %s", row.project,
+                            row.name or row.run_id, request or kind,
+                            runstate.clock(row.reassert_due or due))
 
     def reassert_now(self) -> None:
         """On the way out: re-assert at once what is noted, due or not. A note not yet due

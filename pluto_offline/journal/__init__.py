@@ -28,6 +28,7 @@ from pluto_offline.journal.delivery import (  # noqa: F401
     lifecycle_time,
     live_writer_ids,
     mark_sent,
+    note_reassert,
     only_attached,
     pending_events,
     prunable,

@@ -50,6 +50,25 @@ def set_reassert(j: Journal, run: int, due: float, kinds: Iterable[str]) -> None
         )
 
 
+def note_reassert(j: Journal, run: int, due: float, kinds: Iterable[str]) -> bool:
+    """:func:`set_reassert`, merged with a note already there (the later ``due``, the union
+    of the kinds) in one transaction, so the delivery and heartbeat threads may both note.
+    Returns True when the run had no note yet."""
+    with j.transaction():
+        _ensure_delivery(j, run)
+        old_due, old_kinds = j.conn.execute(
+            "SELECT reassert_due, reassert_kinds FROM delivery WHERE run = ?", (run,)).fetchone()
+        kinds = set(kinds)
+        if old_due is not None:
+            due = max(due, old_due)
+            kinds |= set(filter(None, (old_kinds or "").split(",")))
+        j.conn.execute(
+            "UPDATE delivery SET reassert_due = ?, reassert_kinds = ?, updated_at = ? WHERE run = ?",
+            (due, ",".join(sorted(kinds)), now_ms(), run),
+        )
+    return old_due is None
+
+
 def clear_reassert(j: Journal, run: int) -> None:
     """The run's final state was sent again after its late requests could land: done."""
     with j.transaction():

@@ -1,0 +1,143 @@
+"""The heartbeat undoes the reaper's FAILED of a run whose job is alive, and nothing else.
+
+Real SDK jobs (alive until the test lets them finish), the local server's real reaper, and
+the daemon's replayer and heartbeat in this process, beating one beat at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from pluto_offline import journal
+from syncd.client import PlutoClient
+from syncd.heartbeat import Heartbeat
+from syncd.replayer import drain
+from syncd.settings import Settings
+from tests.daemon.test_sdk_jobs import finished, job, server_run
+from tests.fixtures.daemon import JournalBuilder, replayer_for, wait_for
+from tests.fixtures.server import LocalServer
+
+LIVE = """
+    import pathlib
+    run = pluto.init(name="live", run_id="shared", resume=bool(os.environ.get("RESUME")))
+    i = 0
+    while not pathlib.Path(os.environ["GATE"]).exists():
+        run.log({"x": i}, step=i)
+        i += 1
+        time.sleep(0.05)
+    run.finish()
+"""
+
+
+def _beat(jdir, server, timeout: float = 30.0) -> int:
+    """One heartbeat of ``jdir``'s live runs, as the daemon's heartbeat thread sends it."""
+    settings = Settings.from_env(server=server.url, env={"PLUTO_API_KEY": server.api_key},
+                                 timeout=timeout)
+    with journal.Journal.open(jdir) as j:
+        return Heartbeat(j.path, settings, stop=threading.Event()).beat(j, PlutoClient(settings))
+
+
+def _points(jdir) -> int:
+    if not (jdir / "journal.db").exists():
+        return 0
+    with journal.Journal.open(jdir) as j:
+        return j.conn.execute("SELECT count(*) FROM events WHERE kind = 'metrics'").fetchone()[0]
+
+
+def _live_job(tmp_path, name: str = "j", **env: str):
+    gate = tmp_path / f"{name}.done"
+    proc = job(tmp_path / name, LIVE, GATE=str(gate), **env)
+    wait_for(lambda: _points(tmp_path / name), what="the job's first points")
+    return proc, gate
+
+
+def _reaped(server: LocalServer, jdir) -> dict:
+    time.sleep(0.3)  # past the reaper's 0.2 s without a heartbeat (the network was down)
+    server.reap()
+    run = server_run(server, jdir, "shared")
+    assert run["status"] == "FAILED"
+    return run
+
+
+def test_a_live_run_the_reaper_failed_is_set_back_to_running_and_ends_completed(tmp_path):
+    server = LocalServer(tmp_path / "srv", reaper=(0.2, 0.2)).start()
+    try:
+        proc, gate = _live_job(tmp_path)
+        assert drain(replayer_for(tmp_path / "j", server), deadline=time.monotonic() + 30)
+        _reaped(server, tmp_path / "j")
+        assert _beat(tmp_path / "j", server) == 1
+        run = server_run(server, tmp_path / "j", "shared")
+        assert run["status"] == "RUNNING"
+        with journal.Journal.open(tmp_path / "j") as j:
+            opened = journal.lifecycle_time(j, 1, 1)
+        # marked as opened at the job's create, so a later end of any journal still wins
+        assert run["statusMetadata"]["plutoOffline"] == {"time": opened, "status": "RUNNING",
+                                                         "end": None}
+        gate.touch()
+        assert finished(proc) == 0
+        assert drain(replayer_for(tmp_path / "j", server), deadline=time.monotonic() + 30)
+        assert server_run(server, tmp_path / "j", "shared")["status"] == "COMPLETED"
+    finally:
+        server.stop()
+
+
+def test_a_failed_end_of_another_journal_is_not_undone_by_a_live_jobs_beat(tmp_path, caplog):
+    """Rank 1 (journal b) failed after rank 0 (journal a, alive) opened the run: the latest
+    status change is that FAILED, until rank 0 ends (docs/delivery.md)."""
+    server = LocalServer(tmp_path / "srv", reaper=(0.2, 0.2)).start()
+    try:
+        proc, gate = _live_job(tmp_path, "a")
+        assert drain(replayer_for(tmp_path / "a", server), deadline=time.monotonic() + 30)
+        other = JournalBuilder(tmp_path / "b")
+        key = other.run("shared", resume_ok=True, created_at=journal.now_ms())
+        other.status(key, "FAILED", time=journal.now_ms(), metadata={"reason": "rank 1"})
+        assert drain(replayer_for(other.path, server), deadline=time.monotonic() + 30)
+        assert server_run(server, tmp_path / "a", "shared")["status"] == "FAILED"
+        with caplog.at_level(logging.INFO, logger="plutosync"):
+            assert _beat(tmp_path / "a", server) == 1
+        run = server_run(server, tmp_path / "a", "shared")
+        assert run["status"] == "FAILED"
+        assert run["statusMetadata"]["reason"] == "rank 1"
+        assert "FAILED by another writer's end" in caplog.text
+        gate.touch()
+        assert finished(proc) == 0
+        assert drain(replayer_for(tmp_path / "a", server), deadline=time.monotonic() + 30)
+        assert server_run(server, tmp_path / "a", "shared")["status"] == "COMPLETED"
+    finally:
+        server.stop()
+
+
+def test_a_reopen_held_by_the_server_is_undone_after_the_runs_end(tmp_path):
+    server = LocalServer(tmp_path / "srv", reaper=(0.2, 0.2)).start()
+    try:
+        proc, gate = _live_job(tmp_path)
+        assert drain(replayer_for(tmp_path / "j", server), deadline=time.monotonic() + 30)
+        _reaped(server, tmp_path / "j")
+        server.stop()  # the same server, without its reaper from now on: only the requests
+        server = LocalServer(tmp_path / "srv").start()  # below move the run's status
+        # the beat's RUNNING is held past its 2 s timeout, then applied 5 s after it was sent:
+        # after the job's end was delivered, before the re-assert (3 timeouts after the
+        # timeout: 8 s after)
+        server.fault("stall", path="/api/runs/status/update", count=1, seconds=5.0)
+        _beat(tmp_path / "j", server, timeout=2.0)
+        with journal.Journal.open(tmp_path / "j") as j:
+            [noted] = journal.runs_to_reassert(j)
+        assert noted.run_id == "shared" and noted.reassert[1] == {"status"}
+        gate.touch()
+        assert finished(proc) == 0
+        rep = replayer_for(tmp_path / "j", server)
+        while journal.runs_with_pending(rep.j):
+            rep.run_pass()
+        assert server_run(server, tmp_path / "j", "shared")["status"] == "COMPLETED"
+        # the end: a reopen (the reaper's FAILED outranks COMPLETED), then COMPLETED; then
+        # the held RUNNING lands
+        wait_for(lambda: server.request_counts()["/api/runs/status/update"] == 3,
+                 what="the held request")
+        assert server_run(server, tmp_path / "j", "shared")["status"] == "RUNNING"  # landed
+        assert drain(rep, deadline=time.monotonic() + 30)
+        run = server_run(server, tmp_path / "j", "shared")
+        assert run["status"] == "COMPLETED", run["statusMetadata"]
+    finally:
+        server.stop()
