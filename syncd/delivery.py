@@ -21,16 +21,13 @@ from syncd import alerts, finalstate, kinds, ledger, runstate, shared
 from syncd.client import RejectedError, TransientError
 from syncd.cursor import Cursor, Hold, RunCtx
 from syncd.ingest import Ingest
-from syncd.opening import OPENERS, Opening
+from syncd.opening import Opening
 from syncd.render import Renderer
 
 if TYPE_CHECKING:
     from syncd.replayer import Replayer
 
 log = logging.getLogger("plutosync")
-
-_OPENERS = OPENERS
-
 
 class Delivery(Opening, Ingest):
     def __init__(self, replayer: Replayer) -> None:
@@ -49,7 +46,7 @@ class Delivery(Opening, Ingest):
             del self._ledger_due[ctx.row.key]
         ev = cursor.peek()
         assert ev is not None
-        if ctx.server_id is None and ev.kind not in _OPENERS:
+        if ctx.server_id is None and ev.kind not in journal.OPENERS:
             # Only reachable when the run's create/resume was refused: nothing can follow it.
             reason = ctx.open_error or self._open_error(ctx)
             if reason is None:
@@ -60,7 +57,7 @@ class Delivery(Opening, Ingest):
         if ev.kind == "status" and (n := filerows.blocking(self.j, ctx.row.key, ev.seq)):
             self.r.files.start()  # a run's final status only after its files (docs/media.md)
             raise Hold(f"its status waits for {n} file(s) logged before it to be uploaded")
-        if ev.kind in _OPENERS or ev.kind == "status":
+        if ev.kind in journal.OPENERS or ev.kind == "status":
             # an open or an end, with the status check it implies, one thread at a time
             with finalstate.run_lock(ctx.row.project, ctx.row.run_id):
                 if ev.kind == "create":

@@ -132,7 +132,7 @@ def change_of(j: journal.Journal, run: int, ev: journal.Event) -> Change | None:
     """The status change a create/resume or a terminal status event of ``run`` makes, at its
     lifecycle time (``journal.lifecycle_time``); None for any other event."""
     at = journal.lifecycle_time(j, run, ev.seq)
-    if ev.kind in ("create", "resume"):
+    if ev.kind in journal.OPENERS:
         return Change(at, "RUNNING")
     data = ev.data() or {}
     if ev.kind != "status" or data.get("status") not in journal.TERMINAL_STATUSES:

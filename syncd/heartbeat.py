@@ -90,7 +90,7 @@ class Heartbeat(threading.Thread):
     def _reopen(self, j: journal.Journal, client: PlutoClient, row: journal.RunRow) -> None:
         """Undo the reaper's FAILED of a run whose writer is alive (not an end of ours)."""
         label = f"{row.project}/{row.name or row.run_id}"
-        opener = journal.last_event(j, row.key, ("create", "resume"), before=_ALL)
+        opener = journal.last_event(j, row.key, journal.OPENERS, before=_ALL)
         change = opener and finalstate.change_of(j, row.key, opener)
         if change is None or row.server_id is None:
             return
@@ -119,6 +119,6 @@ class Heartbeat(threading.Thread):
 
     @staticmethod
     def _reaped(j: journal.Journal, key: int) -> bool:
-        last = journal.last_event(j, key, ("create", "resume", "status"), before=_ALL)
+        last = journal.last_event(j, key, journal.LIFECYCLE_KINDS, before=_ALL)
         return not (last and last.kind == "status"
                     and (last.data() or {}).get("status") in journal.TERMINAL_STATUSES)

@@ -22,7 +22,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("plutosync")
 
-OPENERS = ("create", "resume")
 # How long after its init() a job that asked to resume a run, still running, waits for the
 # run's own journal to create it (docs/delivery.md, "One run, many journals"): an eval job
 # ends within it and only attaches; a first Slurm allocation with resume=True shows up late.
@@ -362,7 +361,7 @@ class Opening:
     def _open_error(self, ctx: RunCtx) -> str | None:
         """Why the run was never opened on the server (its refused create/resume), if so."""
         for rej in journal.rejected_events(self.j, ctx.row.key):
-            if rej["kind"] in OPENERS:
+            if rej["kind"] in journal.OPENERS:
                 ctx.open_error = f"its {rej['kind']} was refused: {rej['reason']}"
                 return ctx.open_error
         return None
@@ -377,7 +376,7 @@ class Opening:
             first = journal.pending_events(self.j, prow.key, after=prow.acked_seq, limit=1)
             if prow.server_id is None or (first and first[0].seq < ev.seq):
                 if prow.server_id is None and any(
-                    r["kind"] in OPENERS for r in journal.rejected_events(self.j, prow.key)
+                    r["kind"] in journal.OPENERS for r in journal.rejected_events(self.j, prow.key)
                 ):
                     raise RejectedError(None, f"fork parent {name} was refused by the server")
                 held = prow.conflict is not None or self.r.held(prow.key)

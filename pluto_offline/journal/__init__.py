@@ -17,6 +17,7 @@ and ``rejected``. Each side only reads the other's tables.
 
 from pluto_offline.journal.delivery import (  # noqa: F401
     LIFECYCLE_KINDS,
+    OPENERS,
     _ensure_delivery,
     ack,
     all_runs,

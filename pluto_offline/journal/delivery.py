@@ -115,7 +115,8 @@ def last_event(j: Journal, run: int, kinds: Iterable[str], *, before: int) -> Ev
     return Event(*row) if row else None
 
 
-LIFECYCLE_KINDS = ("create", "resume", "status")  # the events that change a run's status
+OPENERS = ("create", "resume")  # the events that open a run (RUNNING)
+LIFECYCLE_KINDS = (*OPENERS, "status")  # the events that change a run's status
 
 
 def lifecycle_time(j: Journal, run: int, seq: int) -> int:
