@@ -114,7 +114,10 @@ class WriterProc:
     def lines(self) -> list[dict]:
         if not self.report.exists():
             return []
-        return [json.loads(x) for x in self.report.read_text().splitlines() if x.strip()]
+        text = self.report.read_text()
+        # read while the writer runs: a line being written is read once it is whole
+        whole = text[:text.rfind("\n") + 1]
+        return [json.loads(x) for x in whole.splitlines() if x.strip()]
 
     def start(self, spec: dict[str, Any], env: dict[str, str]) -> None:
         self.spec_path.write_text(json.dumps(spec))

@@ -18,10 +18,10 @@ TIMEOUT = 1.0  # the daemon's HTTP timeout here (PLUTOSYNC_TIMEOUT)
 LATE = TIMEOUT + 2.0
 
 
-def start_daemon(server: LocalServer, jdir: Path) -> DaemonProc:
-    """A started ``plutosync run`` on ``jdir`` with the short HTTP timeout."""
+def start_daemon(server: LocalServer, jdir: Path, timeout: float = TIMEOUT) -> DaemonProc:
+    """A started ``plutosync run`` on ``jdir`` with a short HTTP ``timeout`` (seconds)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PLUTO_")}
-    env.update(server.env(), PLUTOSYNC_TIMEOUT=str(TIMEOUT))
+    env.update(server.env(), PLUTOSYNC_TIMEOUT=str(timeout))
     proc = DaemonProc(jdir, env, jdir / "daemon.log")
     proc.start()
     return proc
@@ -39,11 +39,11 @@ def settled(jdir: Path) -> bool:
     return not backlog["pending"] and not backlog["reasserts"]
 
 
-def drain(server: LocalServer, jdir: Path, project: str) -> dict:
+def drain(server: LocalServer, jdir: Path, project: str, timeout: float = TIMEOUT) -> dict:
     """Deliver the journal until it is settled (≤ 30 s); returns the project's run as the
     server holds it then. The stalls here end before the re-assert is due, so by then the
     late request has landed and been undone."""
-    proc = start_daemon(server, jdir)
+    proc = start_daemon(server, jdir, timeout)
     try:
         wait(lambda: settled(jdir), 30, 0.1)
     finally:

@@ -61,7 +61,10 @@ class Kernel:
             elif kind == "status" and content["execution_state"] == "idle":
                 break
         reply = self.client.get_shell_msg(timeout=TIMEOUT)
-        assert reply["parent_header"]["msg_id"] == msg_id
+        while reply["parent_header"].get("msg_id") != msg_id:
+            # a stale reply: wait_for_ready's kernel_info, asked again on a busy machine
+            assert reply["msg_type"] == "kernel_info_reply", reply["msg_type"]
+            reply = self.client.get_shell_msg(timeout=TIMEOUT)
         return {**reply["content"], "stdout": out, "error": error}
 
 
