@@ -26,10 +26,10 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import threading
 import time
 
 import requests
+from _benchserver import start_server
 
 API_KEY = "plt_bench_flaky_key"
 
@@ -47,20 +47,6 @@ JOB = textwrap.dedent("""
         run.add_tags(["done"])
         run.finish()
 """)
-
-
-def start_server(data_dir: str, p: float, seed: int) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "syncd", "serve", "--port", "0", "--data", data_dir,
-         "--api-key", API_KEY, "--fault", f"503,p={p},seed={seed}"],
-        stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if "listening on http://" not in line:
-        proc.kill()
-        raise SystemExit(f"server did not start: {line!r}")
-    threading.Thread(target=proc.stdout.read, daemon=True).start()
-    return proc, line.split("listening on ", 1)[1].split()[0]
 
 
 def check(url: str, runs: int, steps: int) -> int:
@@ -104,7 +90,8 @@ def main() -> None:
         for n in range(args.repeats):
             data, copy = os.path.join(work, f"srv-{n}"), os.path.join(work, f"push-{n}")
             shutil.copytree(os.path.join(work, "job"), copy)
-            server, url = start_server(data, args.p, seed=n + 1)
+            server, url = start_server(data, API_KEY, "--fault",
+                                       f"503,p={args.p},seed={n + 1}")
             try:
                 push_env = {**os.environ, "PLUTO_API_KEY": API_KEY, "PLUTO_URL_API": url,
                             "PLUTO_URL_INGEST": url, "PLUTO_URL_PY": url}

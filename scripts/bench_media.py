@@ -27,7 +27,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -38,22 +37,12 @@ from PIL import Image as PILImage
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _benchserver import start_server  # noqa: E402
+
 import pluto_offline  # noqa: E402
 from pluto_offline.journal import encoders  # noqa: E402
 
 API_KEY = "plt_bench_media_key"
-
-
-def start_server(data_dir: str) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen([sys.executable, "-m", "syncd", "serve", "--port", "0", "--data",
-                             data_dir, "--api-key", API_KEY], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if "listening on http://" not in line:
-        proc.kill()
-        raise SystemExit(f"server did not start: {line!r}")
-    threading.Thread(target=proc.stdout.read, daemon=True).start()
-    return proc, line.split("listening on ", 1)[1].split()[0]
 
 
 def median_us(samples: list[int]) -> float:
@@ -177,7 +166,7 @@ def main() -> None:
     os.environ["PLUTO_OFFLINE_AUTOSTART"] = "0"
     image = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)
     with tempfile.TemporaryDirectory(prefix="bench-media-") as tmp:
-        server, url = start_server(os.path.join(tmp, "server"))
+        server, url = start_server(os.path.join(tmp, "server"), API_KEY)
         try:
             image_us, staged_s = images(os.path.join(tmp, "img"), args.images, image)
             stock_us = stock_images(url, args.images, os.path.join(tmp, "home"))

@@ -34,6 +34,7 @@ import time
 
 import psutil
 import requests
+from _benchserver import start_server
 
 from pluto_offline import journal
 from pluto_offline.journal.payloads import SCHEMA_ENTRY, VALUES_ENTRY
@@ -41,20 +42,6 @@ from pluto_offline.journal.payloads import SCHEMA_ENTRY, VALUES_ENTRY
 API_KEY = "plt_bench_sync_key"
 NAMES = ("train/loss", "train/acc", "val/loss", "lr")
 T0 = 1_700_000_000_000
-
-
-def start_server(data_dir: str) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "syncd", "serve", "--port", "0", "--data", data_dir,
-         "--api-key", API_KEY], stdout=subprocess.PIPE, text=True,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if "listening on http://" not in line:
-        proc.kill()
-        raise SystemExit(f"server did not start: {line!r}")
-    threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep the pipe drained
-    return proc, line.split("listening on ", 1)[1].split()[0]
 
 
 def write_journal(path: str, calls: int, metrics: int, per_event: int) -> int:
@@ -197,7 +184,7 @@ def main() -> None:
         size = write_journal(jdir, args.calls, args.metrics, args.per_event)
         print(f"journal: {args.calls:,} calls x {args.metrics} metrics, {size / 2**20:.0f} MiB, "
               f"written in {time.perf_counter() - t:.1f} s")
-        server, url = start_server(os.path.join(tmp, "server"))
+        server, url = start_server(os.path.join(tmp, "server"), API_KEY)
         try:
             seconds, rss, cpu, code = run_daemon(url, jdir)
             if code != 0:

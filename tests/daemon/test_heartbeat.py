@@ -7,8 +7,12 @@ the daemon's replayer and heartbeat in this process, beating one beat at a time.
 from __future__ import annotations
 
 import logging
+import subprocess
 import threading
 import time
+from collections.abc import Iterator
+
+import pytest
 
 from pluto_offline import journal
 from syncd.client import PlutoClient
@@ -46,27 +50,51 @@ def _points(jdir) -> int:
         return j.conn.execute("SELECT count(*) FROM events WHERE kind = 'metrics'").fetchone()[0]
 
 
+@pytest.fixture(autouse=True)
+def _no_job_left() -> Iterator[None]:
+    """A test that fails before it lets its job finish must not leave it running."""
+    yield
+    for proc in _JOBS:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    _JOBS.clear()
+
+
+_JOBS: list[subprocess.Popen] = []
+
+
 def _live_job(tmp_path, name: str = "j", **env: str):
     gate = tmp_path / f"{name}.done"
     proc = job(tmp_path / name, LIVE, GATE=str(gate), **env)
+    _JOBS.append(proc)
     wait_for(lambda: _points(tmp_path / name), what="the job's first points")
     return proc, gate
 
 
-def _reaped(server: LocalServer, jdir) -> dict:
-    time.sleep(0.3)  # past the reaper's 0.2 s without a heartbeat (the network was down)
+def _finished(proc, gate, jdir, server: LocalServer) -> str:
+    """Let the job finish(), deliver its journal; the run's status then."""
+    gate.touch()
+    assert finished(proc) == 0
+    assert drain(replayer_for(jdir, server), deadline=time.monotonic() + 30)
+    return server_run(server, jdir, "shared")["status"]
+
+
+def _live_and_reaped(tmp_path, server: LocalServer):
+    """A live job's run, delivered, then marked FAILED by the server's reaper (no beat
+    meanwhile: the network was down, say); returns the job's process and its gate."""
+    proc, gate = _live_job(tmp_path)
+    assert drain(replayer_for(tmp_path / "j", server), deadline=time.monotonic() + 30)
+    time.sleep(0.3)  # past the reaper's 0.2 s without a heartbeat
     server.reap()
-    run = server_run(server, jdir, "shared")
-    assert run["status"] == "FAILED"
-    return run
+    assert server_run(server, tmp_path / "j", "shared")["status"] == "FAILED"
+    return proc, gate
 
 
 def test_a_live_run_the_reaper_failed_is_set_back_to_running_and_ends_completed(tmp_path):
     server = LocalServer(tmp_path / "srv", reaper=(0.2, 0.2)).start()
     try:
-        proc, gate = _live_job(tmp_path)
-        assert drain(replayer_for(tmp_path / "j", server), deadline=time.monotonic() + 30)
-        _reaped(server, tmp_path / "j")
+        proc, gate = _live_and_reaped(tmp_path, server)
         assert _beat(tmp_path / "j", server) == 1
         run = server_run(server, tmp_path / "j", "shared")
         assert run["status"] == "RUNNING"
@@ -75,10 +103,7 @@ def test_a_live_run_the_reaper_failed_is_set_back_to_running_and_ends_completed(
         # marked as opened at the job's create, so a later end of any journal still wins
         assert run["statusMetadata"]["plutoOffline"] == {"time": opened, "status": "RUNNING",
                                                          "end": None}
-        gate.touch()
-        assert finished(proc) == 0
-        assert drain(replayer_for(tmp_path / "j", server), deadline=time.monotonic() + 30)
-        assert server_run(server, tmp_path / "j", "shared")["status"] == "COMPLETED"
+        assert _finished(proc, gate, tmp_path / "j", server) == "COMPLETED"
     finally:
         server.stop()
 
@@ -101,10 +126,7 @@ def test_a_failed_end_of_another_journal_is_not_undone_by_a_live_jobs_beat(tmp_p
         assert run["status"] == "FAILED"
         assert run["statusMetadata"]["reason"] == "rank 1"
         assert "FAILED by another writer's end" in caplog.text
-        gate.touch()
-        assert finished(proc) == 0
-        assert drain(replayer_for(tmp_path / "a", server), deadline=time.monotonic() + 30)
-        assert server_run(server, tmp_path / "a", "shared")["status"] == "COMPLETED"
+        assert _finished(proc, gate, tmp_path / "a", server) == "COMPLETED"
     finally:
         server.stop()
 
@@ -112,9 +134,7 @@ def test_a_failed_end_of_another_journal_is_not_undone_by_a_live_jobs_beat(tmp_p
 def test_a_reopen_held_by_the_server_is_undone_after_the_runs_end(tmp_path):
     server = LocalServer(tmp_path / "srv", reaper=(0.2, 0.2)).start()
     try:
-        proc, gate = _live_job(tmp_path)
-        assert drain(replayer_for(tmp_path / "j", server), deadline=time.monotonic() + 30)
-        _reaped(server, tmp_path / "j")
+        proc, gate = _live_and_reaped(tmp_path, server)
         server.stop()  # the same server, without its reaper from now on: only the requests
         server = LocalServer(tmp_path / "srv").start()  # below move the run's status
         # the beat's RUNNING is held past its 2 s timeout, then applied 5 s after it was sent:
