@@ -68,6 +68,7 @@ class FileLane:
         self.storage = requests.Session()  # no API key: storage URLs are presigned
         self._due: dict[int, retry.Backoff] = {}
         self._gate = retry.Backoff()  # a refused key or an unreachable server pauses every run
+        self._quiet = retry.Quiet()
         self.thread: threading.Thread | None = None
         self.closing = threading.Event()  # this lane only (shutdown), where stop is everyone's
         self.uploaded_bytes = 0
@@ -134,8 +135,9 @@ class FileLane:
             except (TransientError, AuthError) as exc:
                 gate = self._gate if exc.code is None or isinstance(exc, AuthError) else due
                 gate.failure(exc, self.client.answers if self.client else 0, default=1.0)
-                log.warning("run %s/%s: files paused: %s", row.project, row.name or row.run_id,
-                            exc.describe())
+                if self._quiet.says(exc.code or "network"):  # once a minute, as the events'
+                    log.warning("run %s/%s: files paused: %s; retrying with backoff",
+                                row.project, row.name or row.run_id, exc.describe())
                 break
         return worked
 

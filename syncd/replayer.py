@@ -79,7 +79,7 @@ class Replayer:
     _sched: dict[int, _Sched] = field(default_factory=dict)
     _net: _Gate = field(default_factory=_Gate)
     _auth: _Gate = field(default_factory=_Gate)
-    _warned: tuple[object, float] = (None, 0.0)  # (kind of trouble, when) last logged
+    _warned: retry.Quiet = field(default_factory=lambda: retry.Quiet(QUIET_S))
     _paused_at: float = 0.0
     # Whether a run waiting for another journal to create it is still worth waiting for: a
     # service waits (None); a one-shot delivery says until when (push: while other journals
@@ -314,10 +314,9 @@ class Replayer:
             self.server_state, self._paused_at = "transient", now
         # One line per kind of trouble per minute, however the server flaps.
         kind = exc.code or "network"
-        if kind != self._warned[0] or now - self._warned[1] > QUIET_S:
+        if self._warned.says(kind):
             log.warning("delivery paused: %s; retrying with backoff, nothing is lost",
                         exc.describe())
-            self._warned = (kind, now)
 
     def _failed(self, ctx: RunCtx, sched: _Sched, reason: str) -> None:
         """Something neither transient nor an event's refusal went wrong with this run: keep
@@ -353,7 +352,7 @@ class Replayer:
         if self.server_state != "ok":
             # An outage or a refused key ends with a line; a flapping 5xx does not.
             long = time.monotonic() - self._paused_at > QUIET_S / 10
-            if self.server_state == "auth" or self._warned[0] == "network" or long:
+            if self.server_state == "auth" or self._warned.kind == "network" or long:
                 log.info("the server answers again: delivering")
             self.server_state = "ok"
 

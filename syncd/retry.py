@@ -119,6 +119,29 @@ class Backoff:
         return delay
 
 
+@dataclass
+class Quiet:
+    """Says a kind of trouble once per ``every`` seconds, however often it recurs (a
+    flapping server must not fill the log).
+
+        >>> quiet = Quiet()
+        >>> quiet.says(503), quiet.says(503), quiet.says("network")
+        (True, False, True)
+    """
+
+    every: float = 60.0
+    kind: object = None  # the kind last said
+    at: float = float("-inf")  # monotonic time it was said
+
+    def says(self, kind: object) -> bool:
+        """Whether to log ``kind`` now (and, if so, remember it was)."""
+        now = time.monotonic()
+        if kind == self.kind and now - self.at <= self.every:
+            return False
+        self.kind, self.at = kind, now
+        return True
+
+
 def _state(error: BaseException, attempt: int) -> tenacity.RetryCallState:
     state = tenacity.RetryCallState(_RETRYING, None, (), {})
     state.attempt_number = attempt

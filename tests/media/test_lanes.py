@@ -31,8 +31,9 @@ def test_a_failing_upload_holds_back_no_metric_and_the_status_waits_for_it(tmp_p
             return bool(runs) and len(pluto_server.metrics(runs[0]["id"], PROJECT, "loss")) == 200
 
         wait_for(metrics_in, timeout=30, what="the run's 200 points")
-        wait_for(lambda: sum(r["fired"] for r in pluto_server.faults()) >= 2, timeout=30,
+        wait_for(lambda: sum(r["fired"] for r in pluto_server.faults()) >= 3, timeout=30,
                  what="uploads tried and failed")
+        assert daemon.log().count("files paused") == 1  # once a minute, not per failure
         sid = server_id(jdir, "lanes")
         # the finish() journaled after the artifact is not sent while the artifact is not up
         assert pluto_server.get_run(sid)["status"] == "RUNNING"
