@@ -46,6 +46,7 @@ from syncd.client_errors import (  # noqa: F401 (the errors are part of the clie
     TransientError,
     WrongUrlError,
 )
+from syncd.fields import pick_fields
 from syncd.settings import Settings
 
 USER_AGENT = f"plutosync/{__version__}"
@@ -57,7 +58,6 @@ MAX_ANSWER_BYTES = 8 * 1024 * 1024
 
 # The fields a status check reads from run details (never the config).
 STATE_FIELDS = ("status", "statusMetadata", "statusUpdated")
-MAX_STREAMED_BYTES = 1 << 30  # a details answer streamed field by field: bounded by time only
 
 
 class PlutoClient:
@@ -128,7 +128,7 @@ class PlutoClient:
         url = self.settings.api_url + f"/api/runs/details/{run_id}"
         resp = self._send("GET", url, "api", stream_ok=True)
         try:
-            return _pick_fields(resp, fields)
+            return pick_fields(resp, fields)
         except (ijson.JSONError, ValueError) as exc:
             raise _of(resp, TransientError(resp.status_code, self._scrub(
                 f"protocol error: {_where(url)} answered HTTP {resp.status_code} with a body "
@@ -273,72 +273,6 @@ def _read_bounded(resp: requests.Response, url: str) -> None:
     finally:
         resp.close()  # a body not read to its end drops the connection, never drains it
     resp._content = bytes(body)
-
-
-def _pick_fields(resp: requests.Response, fields: tuple[str, ...]) -> dict[str, Any]:
-    """Parse the top-level object of a streamed answer, building only ``fields``."""
-    resp.raw.decode_content = True
-    want = set(fields)
-    parents: dict[str, list[str]] = {}  # "config" -> ["config.plutoOffline"]
-    for path in want:
-        if "." in path:
-            parents.setdefault(path.split(".", 1)[0], []).append(path)
-    out: dict[str, Any] = {}
-    builder: ijson.ObjectBuilder | None = None
-    building = ""
-    for prefix, event, value in ijson.parse(_Counted(resp.raw), use_float=True):
-        if builder is not None:
-            builder.event(event, value)
-            if prefix == building and event in ("end_map", "end_array"):
-                out[building] = builder.value
-                builder = None
-        elif prefix in want and event != "map_key":
-            if event in ("start_map", "start_array"):
-                builder, building = ijson.ObjectBuilder(), prefix
-                builder.event(event, value)
-            else:
-                out[prefix] = value
-        elif event == "string" and prefix in parents:
-            # a server that returns the object as JSON text (as systemMetadata may be)
-            for path in parents[prefix]:
-                found = _dig(value, path[len(prefix) + 1:])
-                if found is not _MISSING:
-                    out[path] = found
-        elif prefix == "" and event == "start_array":
-            raise ValueError("a JSON array, not an object")
-        if builder is None and len(out) == len(want):
-            break  # everything asked for: the rest (config, metadata) is never read
-    return out
-
-
-_MISSING = object()
-
-
-def _dig(text: str, path: str) -> Any:
-    """``path`` (dotted) inside the JSON object ``text``; ``_MISSING`` when absent."""
-    try:
-        value: Any = json.loads(text)
-    except ValueError:
-        return _MISSING
-    for key in path.split("."):
-        if not isinstance(value, dict) or key not in value:
-            return _MISSING
-        value = value[key]
-    return value
-
-
-class _Counted:
-    """A file-like view of a raw response that refuses to read past ``MAX_STREAMED_BYTES``."""
-
-    def __init__(self, raw: Any) -> None:
-        self.raw, self.n = raw, 0
-
-    def read(self, size: int = -1) -> bytes:
-        chunk = self.raw.read(64 * 1024 if size is None or size < 0 else size)
-        self.n += len(chunk)
-        if self.n > MAX_STREAMED_BYTES:
-            raise ValueError(f"more than {MAX_STREAMED_BYTES >> 20} MiB")
-        return chunk
 
 
 def _with_run_id(answer: dict[str, Any], path: str) -> dict[str, Any]:
