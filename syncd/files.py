@@ -124,14 +124,16 @@ class FileLane:
             row = journal.get_run(j, key)
             if row is None or row.server_id is None or due.due > now:
                 continue  # the ordered lane opens the run first
+            done = False
             try:
                 end = time.monotonic() + SLICE_S
                 while time.monotonic() < end and not self._stopping():
                     if not self._batch(j, row):
                         break
-                    worked = True
-                due.attempts = 0
-                self._gate.attempts = 0
+                    worked = done = True
+                if done:  # an answer for this run, not a pass with nothing ready
+                    due.attempts = 0
+                    self._gate.attempts = 0
             except (TransientError, AuthError) as exc:
                 gate = self._gate if exc.code is None or isinstance(exc, AuthError) else due
                 gate.failure(exc, self.client.answers if self.client else 0, default=1.0)

@@ -159,6 +159,16 @@ def opened(client: PlutoClient, server_id: int, at: int) -> str:
     return "running"
 
 
+def reopen(client: PlutoClient, server_id: int, state: ServerState, at: int) -> None:
+    """Set a run RUNNING again whose marker was lost or is an open (the reaper's FAILED),
+    marked as opened at ``at`` (epoch ms) or at the marker's later open, keeping the end
+    that open reopened: never a marker older than what the server knew."""
+    if state.mark_status == "RUNNING" and state.mark_time is not None and state.mark_time > at:
+        _write_open(client, server_id, state.mark_time, state.last_end)
+    else:
+        _write_open(client, server_id, at, None)
+
+
 def mark_open(client: PlutoClient, server_id: int, at: int) -> None:
     """Mark a run this journal has just created as RUNNING since ``at`` (epoch ms)."""
     _write_open(client, server_id, at, None)

@@ -94,26 +94,29 @@ class Heartbeat(threading.Thread):
         change = opener and finalstate.change_of(j, row.key, opener)
         if change is None or row.server_id is None:
             return
-        try:
-            with finalstate.run_lock(row.project, row.run_id):
+        with finalstate.run_lock(row.project, row.run_id):
+            try:
                 state = finalstate.ServerState.read(client, row.server_id)
-                if state.status != "FAILED":
-                    return
-                if state.mark_status == "FAILED":  # an end delivered by plutosync
-                    if (row.key, "ended") not in self._told:
-                        self._told.add((row.key, "ended"))
-                        log.info("run %s: FAILED by another writer's end at %s, while this "
-                                 "journal's job is alive: left as is (the latest status change "
-                                 "stands)", label, runstate.clock((state.mark_time or 0) / 1000))
-                    return
-                finalstate.mark_open(client, row.server_id, change.time)
-        except TransientError as exc:
-            if exc.unanswered:  # the RUNNING may still land after the run's end
-                journal.note_reassert(j, row.key, time.time() + REASSERT_AFTER
-                                      * client.settings.timeout, {"status"})
-            return
-        except ClientError:
-            return
+            except ClientError:
+                return  # a read: nothing was written, nothing can land late
+            if state.status != "FAILED":
+                return
+            if state.mark_status in journal.TERMINAL_STATUSES:  # an end plutosync delivered
+                if (row.key, "ended") not in self._told:
+                    self._told.add((row.key, "ended"))
+                    log.info("run %s: FAILED by another writer's end at %s, while this "
+                             "journal's job is alive: left as is (the latest status change "
+                             "stands)", label, runstate.clock((state.mark_time or 0) / 1000))
+                return
+            try:
+                finalstate.reopen(client, row.server_id, state, change.time)
+            except TransientError as exc:
+                if exc.unanswered:  # the RUNNING may still land after the run's end
+                    journal.note_reassert(j, row.key, time.time() + REASSERT_AFTER
+                                          * client.settings.timeout, {"status"})
+                return
+            except ClientError:
+                return
         log.info("run %s: the server had marked it FAILED (no heartbeat while offline) but "
                  "its job is alive: set back to RUNNING", label)
 

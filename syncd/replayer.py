@@ -192,14 +192,14 @@ class Replayer:
                             " before exiting; the next plutosync will" if final else "",
                             exc.describe())
                 if not final:
-                    journal.set_reassert(self.j, row.key,
-                                         time.time() + (retry.next_delay(exc, 1) or 1.0), kinds)
+                    journal.note_reassert(self.j, row.key,
+                                          time.time() + (retry.next_delay(exc, 1) or 1.0), kinds)
                 continue
             except ClientError as exc:  # the run is gone or refuses: nothing left to correct
                 log.warning("run %s/%s: could not re-assert its final state: %s",
                             row.project, row.name or row.run_id, exc.describe())
             if due <= time.time():
-                journal.clear_reassert(self.j, row.key)
+                journal.clear_reassert(self.j, row.key, due)
 
     def waiting_for_creators(self) -> list[int]:
         """Keys of runs waiting for another journal to create them on the server."""

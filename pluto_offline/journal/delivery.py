@@ -69,12 +69,14 @@ def note_reassert(j: Journal, run: int, due: float, kinds: Iterable[str]) -> boo
     return old_due is None
 
 
-def clear_reassert(j: Journal, run: int) -> None:
-    """The run's final state was sent again after its late requests could land: done."""
+def clear_reassert(j: Journal, run: int, due: float | None = None) -> None:
+    """The run's final state was sent again after its late requests could land: done.
+    ``due``: clear only the note read with that due time, not one another thread (the
+    heartbeat) has pushed later meanwhile."""
     with j.transaction():
         j.conn.execute(
             "UPDATE delivery SET reassert_due = NULL, reassert_kinds = NULL, updated_at = ? "
-            "WHERE run = ?", (now_ms(), run),
+            "WHERE run = ? AND (? IS NULL OR reassert_due = ?)", (now_ms(), run, due, due),
         )
 
 

@@ -146,6 +146,18 @@ def test_one_request_failing_again_and_again_still_backs_off(tmp_path, pluto_ser
     _assert_delivered_once(pluto_server, jb, key)
 
 
+def test_a_rate_limit_climbs_the_ladder_whichever_request_it_falls_on(tmp_path, pluto_server):
+    """429 says slow down: unlike a flapping 5xx, it never holds the rung."""
+    jb = JournalBuilder(tmp_path / "j")
+    key = _trainer(jb)
+    for path in ("/api/runs/create", "/api/runs/config/update"):
+        pluto_server.fault("429", path=path, count=1, retry_after=0)
+    failures = _failures(replayer_for(jb.path, pluto_server), jb, key, pluto_server)
+    assert [rung for rung, _ in failures] == [1, 2]
+    pluto_server.clear_faults()
+    _assert_delivered_once(pluto_server, jb, key)
+
+
 @pytest.mark.parametrize("path", ["/api/runs/create", "/ingest/metrics", "/api/runs/tags/update",
                                   "/api/runs/status/update"])
 def test_a_reset_after_the_server_applied_the_request_duplicates_nothing(

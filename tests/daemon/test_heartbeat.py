@@ -161,3 +161,30 @@ def test_a_reopen_held_by_the_server_is_undone_after_the_runs_end(tmp_path):
         assert run["status"] == "COMPLETED", run["statusMetadata"]
     finally:
         server.stop()
+
+
+def test_an_unanswered_status_read_notes_nothing(tmp_path):
+    server = LocalServer(tmp_path / "srv", reaper=(0.2, 0.2)).start()
+    try:
+        proc, gate = _live_and_reaped(tmp_path, server)
+        server.fault("stall", path="/api/runs/details", count=1, seconds=3.0)
+        _beat(tmp_path / "j", server, timeout=1.0)  # the read times out: nothing was written
+        with journal.Journal.open(tmp_path / "j") as j:
+            assert journal.runs_to_reassert(j) == []
+        assert server_run(server, tmp_path / "j", "shared")["status"] == "FAILED"
+        assert _finished(proc, gate, tmp_path / "j", server) == "COMPLETED"
+    finally:
+        server.stop()
+
+
+def test_a_note_the_heartbeat_pushed_later_survives_the_replayers_clear(tmp_path):
+    """The replayer clears the re-assert note it read once done; a note the heartbeat
+    pushed later meanwhile (its own unanswered reopen) stays for its own time."""
+    jb = JournalBuilder(tmp_path / "j")
+    key = jb.run("shared")
+    journal.set_reassert(jb.j, key, 100.0, {"status"})
+    assert not journal.note_reassert(jb.j, key, 200.0, {"config"})  # merged, not new
+    journal.clear_reassert(jb.j, key, 100.0)
+    assert jb.delivery(key).reassert == (200.0, {"config", "status"})
+    journal.clear_reassert(jb.j, key, 200.0)
+    assert jb.delivery(key).reassert is None

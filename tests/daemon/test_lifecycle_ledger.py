@@ -104,3 +104,21 @@ def test_the_ledger_keeps_an_ends_metadata_only_up_to_16_kib(pluto_server: Local
     assert user_config(config) == {}
     assert sorted(ledger.changes(config["plutoOffline"]["lifecycle"])) == [
         (1_000, "FAILED", small), (2_000, "FAILED", None)]
+
+
+def test_a_reopen_never_sets_the_marker_back_before_a_later_open(pluto_server: LocalServer,
+                                                                 client: PlutoClient) -> None:
+    """The heartbeat's reopen of a FAILED run (finalstate.reopen): a marker that tells of a
+    later open, with the end it reopened, is written back as it was, not replaced by this
+    journal's older open (an end between the two would then win over the later open)."""
+    sid = _run(pluto_server, "lc-g")
+    marker = {"time": 3_000, "status": "RUNNING",
+              "end": {"time": 2_500, "status": "COMPLETED", "metadata": None}}
+    client.update_status(sid, "FAILED", metadata=json.dumps({"plutoOffline": marker}))
+    finalstate.reopen(client, sid, finalstate.ServerState.read(client, sid), 2_000)
+    assert _state(pluto_server, sid) == ("RUNNING", {"plutoOffline": marker})
+    # a marker lost to the reaper: opened at this journal's open
+    client.update_status(sid, "FAILED", metadata=json.dumps({"reason": "no heartbeat"}))
+    finalstate.reopen(client, sid, finalstate.ServerState.read(client, sid), 2_000)
+    assert _state(pluto_server, sid) == (
+        "RUNNING", {"plutoOffline": {"time": 2_000, "status": "RUNNING", "end": None}})
