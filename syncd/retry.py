@@ -11,8 +11,8 @@ are still plain tenacity ``retry``/``wait`` objects, so they read (and test) lik
   key fixed on the server side (or a daemon restarted with a new one) picks up where it left.
 
 :class:`Backoff` keeps a lane's place on the transient ladder: it climbs while one request
-keeps failing, and holds when the server answered since and another request failed (a
-flapping server or proxy, not a refusal of one request).
+keeps failing, and starts again when the server answered since and another request failed
+(a flapping server or proxy, not a refusal of one request); a 429 always climbs.
 """
 
 from __future__ import annotations
@@ -93,9 +93,10 @@ class Backoff:
     Failures in a row of one request climb the policy's ladder. The lane's steps send
     several requests and are retried whole, so when the server answered since the last
     failure and another request failed this time, the server is flapping rather than
-    refusing that request: the lane stays on its rung (a 25 % 5xx proxy otherwise pushed
-    every multi-request step towards the 60 s cap). A 429 always climbs. A success of the
-    lane resets ``attempts``.
+    refusing that request: the ladder starts again, as each request's own would with
+    per-request retries (a 25 % 5xx proxy otherwise pushed every multi-request step towards
+    the 60 s cap). A 429 (slow down) always climbs. A success of the lane resets
+    ``attempts``.
 
         >>> b = Backoff()
         >>> delay = b.failure(TransientError(503, "busy"), answers=client.answers)
@@ -110,12 +111,13 @@ class Backoff:
         """Schedule the next try after ``error``; ``answers``: the client's count of answered
         requests (``PlutoClient.answers``). Returns the delay in seconds (``default`` when the
         error is final)."""
-        flapping = (error.code != 429 and answers != self.answers
-                    and error.request != self.failed)
+        if error.code != 429 and answers != self.answers and error.request != self.failed:
+            # flapping: each request is on its own first rung, as with per-request retries
+            # (holding the rung instead took the 25 % 5xx test from 3-7 s to 3-60 s); a rate
+            # limit always climbs
+            self.attempts = 0
         self.failed, self.answers = error.request, answers
-        # flapping holds the rung (never drops it: a server shedding half its load, now one
-        # request, now another, is not asked faster); a rate limit always climbs
-        self.attempts = max(1, self.attempts if flapping else self.attempts + 1)
+        self.attempts += 1
         delay = next_delay(error, self.attempts)
         delay = default if delay is None else delay
         self.due = time.monotonic() + delay
