@@ -40,12 +40,12 @@ def settled(jdir: Path) -> bool:
 
 
 def drain(server: LocalServer, jdir: Path, project: str, timeout: float = TIMEOUT) -> dict:
-    """Deliver the journal until it is settled (≤ 30 s); returns the project's run as the
+    """Deliver the journal until it is settled (≤ 60 s); returns the project's run as the
     server holds it then. The stalls here end before the re-assert is due, so by then the
     late request has landed and been undone."""
     proc = start_daemon(server, jdir, timeout)
     try:
-        wait(lambda: settled(jdir), 30, 0.1)
+        wait(lambda: settled(jdir), 60, 0.1)
     finally:
         proc.stop()
     assert settled(jdir), journal_backlog(jdir)
