@@ -50,6 +50,14 @@ def _points(jdir) -> int:
         return j.conn.execute("SELECT count(*) FROM events WHERE kind = 'metrics'").fetchone()[0]
 
 
+@pytest.fixture
+def server(tmp_path) -> Iterator[LocalServer]:
+    """The local server with a reaper that fails a run after 0.2 s without a heartbeat."""
+    srv = LocalServer(tmp_path / "srv", reaper=(0.2, 0.2)).start()
+    yield srv
+    srv.stop()
+
+
 @pytest.fixture(autouse=True)
 def _no_job_left() -> Iterator[None]:
     """A test that fails before it lets its job finish must not leave it running."""
@@ -91,90 +99,80 @@ def _live_and_reaped(tmp_path, server: LocalServer):
     return proc, gate
 
 
-def test_a_live_run_the_reaper_failed_is_set_back_to_running_and_ends_completed(tmp_path):
-    server = LocalServer(tmp_path / "srv", reaper=(0.2, 0.2)).start()
-    try:
-        proc, gate = _live_and_reaped(tmp_path, server)
-        assert _beat(tmp_path / "j", server) == 1
-        run = server_run(server, tmp_path / "j", "shared")
-        assert run["status"] == "RUNNING"
-        with journal.Journal.open(tmp_path / "j") as j:
-            opened = journal.lifecycle_time(j, 1, 1)
-        # marked as opened at the job's create, so a later end of any journal still wins
-        assert run["statusMetadata"]["plutoOffline"] == {"time": opened, "status": "RUNNING",
-                                                         "end": None}
-        assert _finished(proc, gate, tmp_path / "j", server) == "COMPLETED"
-    finally:
-        server.stop()
+def test_a_live_run_the_reaper_failed_is_set_back_to_running_and_ends_completed(
+        tmp_path, server: LocalServer):
+    proc, gate = _live_and_reaped(tmp_path, server)
+    assert _beat(tmp_path / "j", server) == 1
+    run = server_run(server, tmp_path / "j", "shared")
+    assert run["status"] == "RUNNING"
+    with journal.Journal.open(tmp_path / "j") as j:
+        opened = journal.lifecycle_time(j, 1, 1)
+    # marked as opened at the job's create, so a later end of any journal still wins
+    assert run["statusMetadata"]["plutoOffline"] == {"time": opened, "status": "RUNNING",
+                                                     "end": None}
+    assert _finished(proc, gate, tmp_path / "j", server) == "COMPLETED"
 
 
-def test_a_failed_end_of_another_journal_is_not_undone_by_a_live_jobs_beat(tmp_path, caplog):
+def test_a_failed_end_of_another_journal_is_not_undone_by_a_live_jobs_beat(
+        tmp_path, server: LocalServer, caplog):
     """Rank 1 (journal b) failed after rank 0 (journal a, alive) opened the run: the latest
     status change is that FAILED, until rank 0 ends (docs/delivery.md)."""
-    server = LocalServer(tmp_path / "srv", reaper=(0.2, 0.2)).start()
-    try:
-        proc, gate = _live_job(tmp_path, "a")
-        assert drain(replayer_for(tmp_path / "a", server), deadline=time.monotonic() + 30)
-        other = JournalBuilder(tmp_path / "b")
-        key = other.run("shared", resume_ok=True, created_at=journal.now_ms())
-        other.status(key, "FAILED", time=journal.now_ms(), metadata={"reason": "rank 1"})
-        assert drain(replayer_for(other.path, server), deadline=time.monotonic() + 30)
-        assert server_run(server, tmp_path / "a", "shared")["status"] == "FAILED"
-        with caplog.at_level(logging.INFO, logger="plutosync"):
-            assert _beat(tmp_path / "a", server) == 1
-        run = server_run(server, tmp_path / "a", "shared")
-        assert run["status"] == "FAILED"
-        assert run["statusMetadata"]["reason"] == "rank 1"
-        assert "FAILED by another writer's end" in caplog.text
-        assert _finished(proc, gate, tmp_path / "a", server) == "COMPLETED"
-    finally:
-        server.stop()
+    proc, gate = _live_job(tmp_path, "a")
+    assert drain(replayer_for(tmp_path / "a", server), deadline=time.monotonic() + 30)
+    other = JournalBuilder(tmp_path / "b")
+    key = other.run("shared", resume_ok=True, created_at=journal.now_ms())
+    other.status(key, "FAILED", time=journal.now_ms(), metadata={"reason": "rank 1"})
+    assert drain(replayer_for(other.path, server), deadline=time.monotonic() + 30)
+    assert server_run(server, tmp_path / "a", "shared")["status"] == "FAILED"
+    with caplog.at_level(logging.INFO, logger="plutosync"):
+        assert _beat(tmp_path / "a", server) == 1
+    run = server_run(server, tmp_path / "a", "shared")
+    assert run["status"] == "FAILED"
+    assert run["statusMetadata"]["reason"] == "rank 1"
+    assert "FAILED by another writer's end" in caplog.text
+    assert _finished(proc, gate, tmp_path / "a", server) == "COMPLETED"
 
 
-def test_a_reopen_held_by_the_server_is_undone_after_the_runs_end(tmp_path):
-    server = LocalServer(tmp_path / "srv", reaper=(0.2, 0.2)).start()
+def test_a_reopen_held_by_the_server_is_undone_after_the_runs_end(
+        tmp_path, server: LocalServer):
+    proc, gate = _live_and_reaped(tmp_path, server)
+    server.stop()  # the same server, without its reaper from now on: only the requests
+    quiet = LocalServer(tmp_path / "srv").start()  # below move the run's status
     try:
-        proc, gate = _live_and_reaped(tmp_path, server)
-        server.stop()  # the same server, without its reaper from now on: only the requests
-        server = LocalServer(tmp_path / "srv").start()  # below move the run's status
         # the beat's RUNNING is held past its 2 s timeout, then applied 5 s after it was sent:
         # after the job's end was delivered, before the re-assert (3 timeouts after the
         # timeout: 8 s after)
-        server.fault("stall", path="/api/runs/status/update", count=1, seconds=5.0)
-        _beat(tmp_path / "j", server, timeout=2.0)
+        quiet.fault("stall", path="/api/runs/status/update", count=1, seconds=5.0)
+        _beat(tmp_path / "j", quiet, timeout=2.0)
         with journal.Journal.open(tmp_path / "j") as j:
             [noted] = journal.runs_to_reassert(j)
         assert noted.run_id == "shared" and noted.reassert[1] == {"status"}
         gate.touch()
         assert finished(proc) == 0
-        rep = replayer_for(tmp_path / "j", server)
+        rep = replayer_for(tmp_path / "j", quiet)
         while journal.runs_with_pending(rep.j):
             rep.run_pass()
-        assert server_run(server, tmp_path / "j", "shared")["status"] == "COMPLETED"
+        assert server_run(quiet, tmp_path / "j", "shared")["status"] == "COMPLETED"
         # the end: a reopen (the reaper's FAILED outranks COMPLETED), then COMPLETED; then
         # the held RUNNING lands
-        wait_for(lambda: server.request_counts()["/api/runs/status/update"] == 3,
+        wait_for(lambda: quiet.request_counts()["/api/runs/status/update"] == 3,
                  what="the held request")
-        assert server_run(server, tmp_path / "j", "shared")["status"] == "RUNNING"  # landed
+        assert server_run(quiet, tmp_path / "j", "shared")["status"] == "RUNNING"  # landed
         assert drain(rep, deadline=time.monotonic() + 30)
-        run = server_run(server, tmp_path / "j", "shared")
+        run = server_run(quiet, tmp_path / "j", "shared")
         assert run["status"] == "COMPLETED", run["statusMetadata"]
     finally:
-        server.stop()
+        quiet.stop()
 
 
-def test_an_unanswered_status_read_notes_nothing(tmp_path):
-    server = LocalServer(tmp_path / "srv", reaper=(0.2, 0.2)).start()
-    try:
-        proc, gate = _live_and_reaped(tmp_path, server)
-        server.fault("stall", path="/api/runs/details", count=1, seconds=3.0)
-        _beat(tmp_path / "j", server, timeout=1.0)  # the read times out: nothing was written
-        with journal.Journal.open(tmp_path / "j") as j:
-            assert journal.runs_to_reassert(j) == []
-        assert server_run(server, tmp_path / "j", "shared")["status"] == "FAILED"
-        assert _finished(proc, gate, tmp_path / "j", server) == "COMPLETED"
-    finally:
-        server.stop()
+def test_an_unanswered_status_read_notes_nothing(tmp_path, server: LocalServer):
+    proc, gate = _live_and_reaped(tmp_path, server)
+    server.fault("stall", path="/api/runs/details", count=1, seconds=3.0)
+    _beat(tmp_path / "j", server, timeout=1.0)  # the read times out: nothing was written
+    with journal.Journal.open(tmp_path / "j") as j:
+        assert journal.runs_to_reassert(j) == []
+    assert server_run(server, tmp_path / "j", "shared")["status"] == "FAILED"
+    assert _finished(proc, gate, tmp_path / "j", server) == "COMPLETED"
 
 
 def test_a_note_the_heartbeat_pushed_later_survives_the_replayers_clear(tmp_path):
