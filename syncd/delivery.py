@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("plutosync")
 
+
 class Delivery(Opening, Ingest):
     def __init__(self, replayer: Replayer) -> None:
         self.r = replayer

@@ -166,7 +166,7 @@ def reopen(client: PlutoClient, server_id: int, state: ServerState, at: int) -> 
     if state.mark_status == "RUNNING" and state.mark_time is not None and state.mark_time > at:
         _write_open(client, server_id, state.mark_time, state.last_end)
     else:
-        _write_open(client, server_id, at, None)
+        mark_open(client, server_id, at)
 
 
 def mark_open(client: PlutoClient, server_id: int, at: int) -> None:

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from pathlib import Path
 
 from pluto_offline import journal
 from syncd import finalstate, runstate
 from syncd.client import ClientError, PlutoClient, TransientError
-from syncd.replayer import REASSERT_AFTER
+from syncd.replayer import reassert_due
 from syncd.settings import Settings
 
 log = logging.getLogger("plutosync")
@@ -112,8 +111,8 @@ class Heartbeat(threading.Thread):
                 finalstate.reopen(client, row.server_id, state, change.time)
             except TransientError as exc:
                 if exc.unanswered:  # the RUNNING may still land after the run's end
-                    journal.note_reassert(j, row.key, time.time() + REASSERT_AFTER
-                                          * client.settings.timeout, {"status"})
+                    journal.note_reassert(j, row.key, reassert_due(client.settings.timeout),
+                                          {"status"})
                 return
             except ClientError:
                 return

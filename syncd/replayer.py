@@ -152,7 +152,7 @@ class Replayer:
         meanwhile leaves it to the next one, and the run does not read as synced until done.
         ``kind`` is the part of the state to re-assert; ``request`` names the request (default:
         ``kind``) in the log."""
-        due = time.time() + REASSERT_AFTER * self.client.settings.timeout
+        due = reassert_due(self.client.settings.timeout)
         if journal.note_reassert(self.j, key, due, {kind}):
             # one line per note, not per timeout: a long wait is explained
             row = journal.get_run(self.j, key)
@@ -384,6 +384,12 @@ class Replayer:
         self.totals.requests += requests
         if self.on_progress:
             self.on_progress(self.totals)
+
+
+def reassert_due(timeout: float) -> float:
+    """When (epoch seconds) a state request sent now with ``timeout`` and unanswered can no
+    longer land: ``REASSERT_AFTER`` timeouts from now."""
+    return time.time() + REASSERT_AFTER * timeout
 
 
 def drain(replayer: Replayer, *, deadline: float | None = None,

@@ -45,7 +45,6 @@ from pluto_offline.journal.delivery import (  # noqa: F401
     runs_with_pending,
     sent_seq,
     server_fields,
-    set_reassert,
     unmark_sent,
     unreject,
     writers,

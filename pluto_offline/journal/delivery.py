@@ -31,29 +31,19 @@ def runs_with_pending(j: Journal) -> list[RunRow]:
 
 
 def runs_to_reassert(j: Journal) -> list[RunRow]:
-    """Runs whose final state plutosync is still to send again (see :func:`set_reassert`)."""
+    """Runs whose final state plutosync is still to send again (see :func:`note_reassert`)."""
     if j.schema < 2:  # an older journal opened read-only: it cannot hold any
         return []
     return _run_rows(j, "WHERE d.reassert_due IS NOT NULL", ())
 
 
-def set_reassert(j: Journal, run: int, due: float, kinds: Iterable[str]) -> None:
+def note_reassert(j: Journal, run: int, due: float, kinds: Iterable[str]) -> bool:
     """Note that the run's final ``kinds`` (config, tags, status) must be sent again at
     wall time ``due`` (seconds): a request that got no answer may still land late and undo
     them. Kept in the journal, so a restarted daemon still does it and a drained journal
-    still counts it as pending."""
-    with j.transaction():
-        _ensure_delivery(j, run)
-        j.conn.execute(
-            "UPDATE delivery SET reassert_due = ?, reassert_kinds = ?, updated_at = ? WHERE run = ?",
-            (due, ",".join(sorted(set(kinds))), now_ms(), run),
-        )
-
-
-def note_reassert(j: Journal, run: int, due: float, kinds: Iterable[str]) -> bool:
-    """:func:`set_reassert`, merged with a note already there (the later ``due``, the union
-    of the kinds) in one transaction, so the delivery and heartbeat threads may both note.
-    Returns True when the run had no note yet."""
+    still counts it as pending. Merged with a note already there (the later ``due``, the
+    union of the kinds) in one transaction, so the delivery and heartbeat threads may both
+    note. Returns True when the run had no note yet."""
     with j.transaction():
         _ensure_delivery(j, run)
         old_due, old_kinds = j.conn.execute(

@@ -96,7 +96,7 @@ class RunRow:
     last_error: str | None = None
     next_try: float | None = None
     conflict: str | None = None
-    reassert_due: float | None = None  # see delivery.set_reassert
+    reassert_due: float | None = None  # see delivery.note_reassert
     reassert_kinds: str | None = None
 
     @property

@@ -180,7 +180,7 @@ def test_a_note_the_heartbeat_pushed_later_survives_the_replayers_clear(tmp_path
     pushed later meanwhile (its own unanswered reopen) stays for its own time."""
     jb = JournalBuilder(tmp_path / "j")
     key = jb.run("shared")
-    journal.set_reassert(jb.j, key, 100.0, {"status"})
+    assert journal.note_reassert(jb.j, key, 100.0, {"status"})  # a new note
     assert not journal.note_reassert(jb.j, key, 200.0, {"config"})  # merged, not new
     journal.clear_reassert(jb.j, key, 100.0)
     assert jb.delivery(key).reassert == (200.0, {"config", "status"})
